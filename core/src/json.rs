@@ -1,0 +1,220 @@
+//! JSON as the simplestreams tools write and read it.
+//!
+//! Output follows meph2-util (`json.dumps(indent=1, sort_keys=True,
+//! separators=(',', ': '))` plus a trailing newline, ASCII-only) so that files
+//! we generate diff cleanly against the ones Canonical's tools generate, and
+//! `python_str` renders a value the way python-simplestreams' `str()` does
+//! when it flattens items, which filters and query output depend on.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Parses a JSON document, naming `file` in the error.
+pub fn parse(file: &str, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Json {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Parses a JSON document whose top level must be an object.
+pub fn parse_object(file: &str, bytes: &[u8]) -> Result<Map<String, Value>> {
+    match parse(file, bytes)? {
+        Value::Object(m) => Ok(m),
+        other => Err(Error::Json {
+            file: file.to_string(),
+            reason: format!(
+                "expected an object at the top level, found {}",
+                kind(&other)
+            ),
+        }),
+    }
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Serializes in meph2-util's style, with the trailing newline it adds.
+pub fn to_meph2(v: &Value) -> Vec<u8> {
+    let mut out = String::with_capacity(4096);
+    write_value(&mut out, v, 1, 0, ": ");
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// Serializes as `json.dumps(v, indent=2, sort_keys=True, separators=(',', ': '))`
+/// (sstream-query's `--json`), without trailing newline.
+pub fn to_indented(v: &Value, indent: usize) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v, indent, 0, ": ");
+    out
+}
+
+fn newline(out: &mut String, indent: usize, level: usize) {
+    out.push('\n');
+    for _ in 0..indent * level {
+        out.push(' ');
+    }
+}
+
+fn write_value(out: &mut String, v: &Value, indent: usize, level: usize, sep: &str) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&number_repr(n)),
+        Value::String(s) => write_str(out, s),
+        Value::Array(a) => {
+            if a.is_empty() {
+                out.push_str("[]");
+                return;
+            }
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, indent, level + 1);
+                write_value(out, x, indent, level + 1, sep);
+            }
+            newline(out, indent, level);
+            out.push(']');
+        }
+        Value::Object(m) => {
+            if m.is_empty() {
+                out.push_str("{}");
+                return;
+            }
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                newline(out, indent, level + 1);
+                write_str(out, k);
+                out.push_str(sep);
+                write_value(out, &m[k], indent, level + 1, sep);
+            }
+            newline(out, indent, level);
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string with Python's `ensure_ascii` escaping.
+pub fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// A number as Python prints it: integers in full, floats as `repr(float)`.
+pub fn number_repr(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        i.to_string()
+    } else if let Some(u) = n.as_u64() {
+        u.to_string()
+    } else {
+        float_repr(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// Python's `repr(float)`: shortest round-trip digits, scientific notation
+/// when the exponent is below -4 or at least 16 (as Rust's `{:?}` does too),
+/// with Python's `e+NN` / `e-NN` exponent spelling.
+pub fn float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
+    }
+    let s = format!("{f:?}");
+    match s.split_once('e') {
+        None => s,
+        Some((mant, exp)) => {
+            let (sign, digits) = match exp.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', exp),
+            };
+            let mant = mant.strip_suffix(".0").unwrap_or(mant);
+            format!("{mant}e{sign}{digits:0>2}")
+        }
+    }
+}
+
+/// What Python's `str()` gives for the scalar values simplestreams keeps when
+/// flattening (`stringitems`): strings as they are, numbers, and booleans
+/// (which Python counts as integers) as `True`/`False`. Other values are
+/// dropped by the flattening, hence `None`.
+pub fn python_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(number_repr(n)),
+        Value::Bool(b) => Some(if *b { "True" } else { "False" }.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn meph2_style_matches_python_dumps() {
+        let v = json!({"b": [1, {"x": "é"}], "a": {}, "c": []});
+        let s = String::from_utf8(to_meph2(&v)).unwrap();
+        assert_eq!(
+            s,
+            "{\n \"a\": {},\n \"b\": [\n  1,\n  {\n   \"x\": \"\\u00e9\"\n  }\n ],\n \"c\": []\n}\n"
+        );
+    }
+
+    #[test]
+    fn floats_print_as_python_repr() {
+        assert_eq!(float_repr(1.0), "1.0");
+        assert_eq!(float_repr(0.1), "0.1");
+        assert_eq!(float_repr(1e16), "1e+16");
+        assert_eq!(float_repr(1.5e-7), "1.5e-07");
+        assert_eq!(float_repr(1e15), "1000000000000000.0");
+    }
+
+    #[test]
+    fn non_bmp_characters_escape_as_surrogate_pairs() {
+        let mut s = String::new();
+        write_str(&mut s, "😀\u{7f}");
+        assert_eq!(s, "\"\\ud83d\\ude00\\u007f\"");
+    }
+}

@@ -1,0 +1,1 @@
+//! Metadata operations on a store.

@@ -1,0 +1,1 @@
+//! OpenPGP signing and verification of stream metadata.

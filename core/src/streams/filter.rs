@@ -1,0 +1,1 @@
+//! Item filters as sstream-query parses and applies them.

@@ -1,0 +1,397 @@
+//! A products:1.0 document, kept as JSON so unknown keys at every level
+//! survive a read-modify-write, with typed access to what streamfs needs.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::json;
+use crate::relpath::RelPath;
+
+/// A products document. The invariants checked by [`Products::parse`] hold for
+/// every value of this type: `products` is an object of objects, each
+/// `versions` an object of objects, each `items` an object of objects, and
+/// every item `path` is a safe relative path with a well-formed `sha256` and
+/// `size` when present.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Products {
+    doc: Map<String, Value>,
+}
+
+/// A borrowed view of one item with its pedigree.
+#[derive(Clone, Copy, Debug)]
+pub struct Item<'a> {
+    pub product: &'a str,
+    pub version: &'a str,
+    pub name: &'a str,
+    pub data: &'a Map<String, Value>,
+}
+
+impl Item<'_> {
+    pub fn path(&self) -> Option<&str> {
+        self.data.get("path").and_then(Value::as_str)
+    }
+    pub fn sha256(&self) -> Option<&str> {
+        self.data.get("sha256").and_then(Value::as_str)
+    }
+    pub fn size(&self) -> Option<u64> {
+        self.data.get("size").and_then(Value::as_u64)
+    }
+    /// "product P version V item I", as errors name an item.
+    pub fn what(&self) -> String {
+        format!(
+            "product {} version {} item {}",
+            self.product, self.version, self.name
+        )
+    }
+}
+
+fn obj<'a>(
+    v: &'a Value,
+    file: &str,
+    what: impl FnOnce() -> String,
+) -> Result<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| {
+        Error::invalid(
+            file,
+            what(),
+            format!("expected an object, found {}", json::kind(v)),
+        )
+    })
+}
+
+impl Products {
+    /// An empty products document for a stream.
+    pub fn new(content_id: &str, datatype: &str) -> Self {
+        let mut doc = Map::new();
+        doc.insert("content_id".into(), content_id.into());
+        doc.insert("datatype".into(), datatype.into());
+        doc.insert("format".into(), "products:1.0".into());
+        doc.insert("products".into(), Value::Object(Map::new()));
+        Products { doc }
+    }
+
+    /// Parses and validates a products file; `file` names it in errors.
+    /// A document with any unsafe path is rejected whole.
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<Self> {
+        let doc = json::parse_object(file, bytes)?;
+        Self::from_map(file, doc)
+    }
+
+    pub fn from_map(file: &str, mut doc: Map<String, Value>) -> Result<Self> {
+        match doc.get("format") {
+            Some(Value::String(f)) if f == "products:1.0" => {}
+            Some(other) => {
+                return Err(Error::invalid(
+                    file,
+                    "format",
+                    format!("expected \"products:1.0\", found {other}"),
+                ));
+            }
+            None => {
+                return Err(Error::invalid(
+                    file,
+                    "format",
+                    "missing \"format\": not a products:1.0 document",
+                ));
+            }
+        }
+        let products = doc
+            .entry("products")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let products = obj(products, file, || "products".into())?;
+        for (pname, p) in products {
+            let p = obj(p, file, || format!("product {pname}"))?;
+            let Some(versions) = p.get("versions") else {
+                continue;
+            };
+            let versions = obj(versions, file, || format!("product {pname} versions"))?;
+            for (vname, v) in versions {
+                let v = obj(v, file, || format!("product {pname} version {vname}"))?;
+                let Some(items) = v.get("items") else {
+                    continue;
+                };
+                let items = obj(items, file, || {
+                    format!("product {pname} version {vname} items")
+                })?;
+                for (iname, i) in items {
+                    let what = || format!("product {pname} version {vname} item {iname}");
+                    let i = obj(i, file, what)?;
+                    validate_item(file, &what(), i)?;
+                }
+            }
+        }
+        Ok(Products { doc })
+    }
+
+    pub fn doc(&self) -> &Map<String, Value> {
+        &self.doc
+    }
+
+    pub fn into_doc(self) -> Map<String, Value> {
+        self.doc
+    }
+
+    pub fn content_id(&self) -> &str {
+        self.doc
+            .get("content_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn set_top(&mut self, key: &str, value: impl Into<Value>) {
+        self.doc.insert(key.into(), value.into());
+    }
+
+    pub fn products(&self) -> &Map<String, Value> {
+        self.doc["products"].as_object().expect("validated")
+    }
+
+    pub fn products_mut(&mut self) -> &mut Map<String, Value> {
+        self.doc
+            .get_mut("products")
+            .and_then(Value::as_object_mut)
+            .expect("validated")
+    }
+
+    pub fn product(&self, name: &str) -> Option<&Map<String, Value>> {
+        self.products().get(name).and_then(Value::as_object)
+    }
+
+    pub fn versions(&self, product: &str) -> Option<&Map<String, Value>> {
+        self.product(product)?.get("versions")?.as_object()
+    }
+
+    pub fn version(&self, product: &str, version: &str) -> Option<&Map<String, Value>> {
+        self.versions(product)?.get(version)?.as_object()
+    }
+
+    pub fn has_version(&self, product: &str, version: &str) -> bool {
+        self.version(product, version).is_some()
+    }
+
+    /// Every item, in document order.
+    pub fn items(&self) -> impl Iterator<Item = Item<'_>> {
+        self.products().iter().flat_map(|(pname, p)| {
+            let versions = p.get("versions").and_then(Value::as_object);
+            versions.into_iter().flatten().flat_map(move |(vname, v)| {
+                let items = v.get("items").and_then(Value::as_object);
+                items.into_iter().flatten().filter_map(move |(iname, i)| {
+                    Some(Item {
+                        product: pname,
+                        version: vname,
+                        name: iname,
+                        data: i.as_object()?,
+                    })
+                })
+            })
+        })
+    }
+
+    /// The items of one version.
+    pub fn version_items<'a>(
+        &'a self,
+        product: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = Item<'a>> {
+        let items = self
+            .version(product, version)
+            .and_then(|v| v.get("items"))
+            .and_then(Value::as_object);
+        items.into_iter().flatten().filter_map(move |(iname, i)| {
+            Some(Item {
+                product,
+                version,
+                name: iname,
+                data: i.as_object()?,
+            })
+        })
+    }
+
+    /// `(product, version)` pairs, products and versions in sorted order.
+    pub fn version_keys(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (pname, p) in self.products() {
+            if let Some(vs) = p.get("versions").and_then(Value::as_object) {
+                for vname in vs.keys() {
+                    out.push((pname.clone(), vname.clone()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Sets a product's version, creating the product with `attrs` (its
+    /// attributes, without `versions`) when it does not exist yet.
+    pub fn set_version(
+        &mut self,
+        product: &str,
+        attrs: &Map<String, Value>,
+        version: &str,
+        data: Map<String, Value>,
+    ) {
+        let products = self.products_mut();
+        let p = products
+            .entry(product.to_string())
+            .or_insert_with(|| {
+                let mut m = attrs.clone();
+                m.remove("versions");
+                Value::Object(m)
+            })
+            .as_object_mut()
+            .expect("validated");
+        let versions = p
+            .entry("versions")
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .expect("validated");
+        versions.insert(version.to_string(), Value::Object(data));
+    }
+
+    /// Removes a version; a product left without versions goes too.
+    pub fn remove_version(&mut self, product: &str, version: &str) -> Option<Map<String, Value>> {
+        let products = self.products_mut();
+        let p = products.get_mut(product)?.as_object_mut()?;
+        let removed = p
+            .get_mut("versions")?
+            .as_object_mut()?
+            .shift_remove(version);
+        let empty = p
+            .get("versions")
+            .and_then(Value::as_object)
+            .is_none_or(Map::is_empty);
+        if empty {
+            products.shift_remove(product);
+        }
+        removed.and_then(|v| match v {
+            Value::Object(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// Removes one item; empty versions and products go too.
+    pub fn remove_item(&mut self, product: &str, version: &str, item: &str) -> bool {
+        let products = self.products_mut();
+        let Some(p) = products.get_mut(product).and_then(Value::as_object_mut) else {
+            return false;
+        };
+        let Some(vs) = p.get_mut("versions").and_then(Value::as_object_mut) else {
+            return false;
+        };
+        let Some(v) = vs.get_mut(version).and_then(Value::as_object_mut) else {
+            return false;
+        };
+        let Some(items) = v.get_mut("items").and_then(Value::as_object_mut) else {
+            return false;
+        };
+        if items.shift_remove(item).is_none() {
+            return false;
+        }
+        if items.is_empty() {
+            vs.shift_remove(version);
+        }
+        if vs.is_empty() {
+            products.shift_remove(product);
+        }
+        true
+    }
+
+    /// Sorts products, versions and items by name so that a document built
+    /// by any sequence of operations serializes and iterates the same way.
+    pub fn sort(&mut self) {
+        fn sort_map(m: &mut Map<String, Value>) {
+            m.sort_keys();
+        }
+        let products = self.products_mut();
+        sort_map(products);
+        for p in products.values_mut() {
+            if let Some(vs) = p.get_mut("versions").and_then(Value::as_object_mut) {
+                sort_map(vs);
+                for v in vs.values_mut() {
+                    if let Some(items) = v.get_mut("items").and_then(Value::as_object_mut) {
+                        sort_map(items);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The document in meph2-util's JSON style.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        json::to_meph2(&Value::Object(self.doc.clone()))
+    }
+
+    /// Product names, sorted (for the index).
+    pub fn product_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.products().keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+fn validate_item(file: &str, what: &str, item: &Map<String, Value>) -> Result<()> {
+    if let Some(p) = item.get("path") {
+        let s = p.as_str().ok_or_else(|| {
+            Error::invalid(
+                file,
+                what,
+                format!("path must be a string, found {}", json::kind(p)),
+            )
+        })?;
+        RelPath::new(s).map_err(|reason| Error::invalid(file, what, reason))?;
+    }
+    if let Some(h) = item.get("sha256") {
+        let ok = h
+            .as_str()
+            .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            return Err(Error::invalid(
+                file,
+                what,
+                format!("sha256 must be 64 hex digits, found {h}"),
+            ));
+        }
+    }
+    if let Some(s) = item.get("size") {
+        if s.as_u64().is_none() {
+            return Err(Error::invalid(
+                file,
+                what,
+                format!("size must be a non-negative integer, found {s}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(path: &str) -> String {
+        format!(
+            r#"{{"format":"products:1.0","content_id":"c","products":{{"p":{{"versions":{{"1":{{"items":{{"i":{{"path":"{path}","sha256":"{}","size":3}}}}}}}}}}}}}}"#,
+            "a".repeat(64)
+        )
+    }
+
+    #[test]
+    fn a_products_file_with_an_unsafe_path_is_rejected_naming_the_item() {
+        let e = Products::parse("f.json", doc("../x").as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.json") && e.contains("product p version 1 item i") && e.contains(".."),
+            "{e}"
+        );
+        assert!(Products::parse("f.json", doc("/etc/passwd").as_bytes()).is_err());
+        assert!(Products::parse("f.json", doc("ok/x").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn removing_the_last_item_removes_its_version_and_product() {
+        let mut p = Products::parse("f", doc("a/b").as_bytes()).unwrap();
+        assert!(p.remove_item("p", "1", "i"));
+        assert!(p.products().is_empty());
+    }
+}

@@ -1,0 +1,1 @@
+//! `mountctl query`: sstream-query's traversal and output.
