@@ -1,1 +1,468 @@
-//! The store on disk (DESIGN §2).
+//! The store on disk, the source of truth (DESIGN §2):
+//!
+//! ```text
+//! STORE/
+//!   store.toml              streams, layouts, signing key, retention, grace
+//!   pool/sha256/ab/abc…     blobs, immutable, read-only
+//!   meta/current            symlink to the current generation: gen/<N>
+//!   meta/gen/<N>/<stream>/  state.json (working products, removed paths,
+//!                           insert times) and streams/v1/ (the generated,
+//!                           signed metadata served to clients)
+//!   orphans.json            unreferenced blobs and when they were orphaned
+//!   tmp/                    staging for data being written
+//!   lock                    the writer lock
+//! ```
+//!
+//! A commit writes a whole new generation directory (unchanged streams are
+//! hard-linked from the previous one), fsyncs it, then swaps `meta/current`
+//! with one atomic rename. A crash leaves the previous or the next
+//! generation, never a mix; blobs are in the pool before any generation
+//! names them.
+
+pub mod config;
+mod fsutil;
+pub mod layout;
+pub mod lock;
+pub mod orphans;
+pub mod pool;
+pub mod publish;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use config::{Config, StreamConfig};
+pub use fsutil::{sync_dir, write_atomic};
+pub use lock::StoreLock;
+pub use orphans::Orphans;
+pub use pool::{BlobRef, Pool};
+pub use state::{Removed, StreamState};
+
+use crate::error::{Error, IoContext, Result};
+use crate::signing::SigningKey;
+use crate::timefmt;
+
+/// An opened store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: Config,
+    pool: Pool,
+}
+
+/// The state of every stream at one generation.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// `meta/gen/<N>`.
+    pub dir: PathBuf,
+    pub streams: BTreeMap<String, StreamState>,
+}
+
+impl Snapshot {
+    /// The generated `streams/v1` directory of a stream at this generation.
+    pub fn streams_v1(&self, stream: &str) -> PathBuf {
+        self.dir.join(stream).join("streams").join("v1")
+    }
+}
+
+impl Store {
+    /// Creates a store at `root` with `config_text` (the default
+    /// configuration when `None`). Refuses to overwrite an existing store.
+    pub fn init(root: &Path, config_text: Option<&str>) -> Result<Store> {
+        let text = config_text.unwrap_or(config::DEFAULT_CONFIG);
+        let cfg_path = root.join("store.toml");
+        Config::parse(&cfg_path.display().to_string(), text)?;
+        if cfg_path.exists() {
+            return Err(Error::Refused(format!(
+                "{}: a store already exists here",
+                cfg_path.display()
+            )));
+        }
+        for d in ["pool/sha256", "meta/gen", "tmp"] {
+            fs::create_dir_all(root.join(d)).at(root.join(d))?;
+        }
+        write_atomic(&cfg_path, text.as_bytes())?;
+        let store = Store::open(root)?;
+        if !store.root.join("meta/current").exists() {
+            let txn = store.begin()?;
+            txn.commit_all()?;
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store.
+    pub fn open(root: &Path) -> Result<Store> {
+        let cfg_path = root.join("store.toml");
+        if !cfg_path.exists() {
+            return Err(Error::NotFound(format!(
+                "{}: no store here (store.toml missing; create one with `mountctl init`)",
+                root.display()
+            )));
+        }
+        let config = Config::load(&cfg_path)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            config,
+            pool: Pool::new(root),
+        })
+    }
+
+    /// Opens the store at `root`, creating it with the default configuration
+    /// when `root` holds none (what `streamfs STORE MNT` does).
+    pub fn open_or_init(root: &Path) -> Result<Store> {
+        if root.join("store.toml").exists() {
+            Store::open(root)
+        } else {
+            fs::create_dir_all(root).at(root)?;
+            Store::init(root, None)
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn meta_dir(&self) -> PathBuf {
+        self.root.join("meta")
+    }
+
+    pub fn orphans_path(&self) -> PathBuf {
+        self.root.join("orphans.json")
+    }
+
+    /// The signing key named by `store.toml`, if any.
+    pub fn signing_key(&self) -> Result<Option<SigningKey>> {
+        match &self.config.signing_key {
+            None => Ok(None),
+            Some(rel) => {
+                let p = self.root.join(rel);
+                if !p.exists() {
+                    return Err(Error::Config {
+                        file: self.root.join("store.toml").display().to_string(),
+                        reason: format!("[signing] key '{}' does not exist", p.display()),
+                    });
+                }
+                SigningKey::load(&p).map(Some)
+            }
+        }
+    }
+
+    /// The current generation number, read from `meta/current`.
+    pub fn current_generation(&self) -> Result<u64> {
+        let link = self.meta_dir().join("current");
+        let target = fs::read_link(&link).at(&link)?;
+        parse_gen(&target).ok_or_else(|| {
+            Error::invalid(
+                link.display().to_string(),
+                "current",
+                "not a generation link",
+            )
+        })
+    }
+
+    /// Reads the current generation (no lock: generations are immutable).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let link = self.meta_dir().join("current");
+        let target = fs::read_link(&link).at(&link)?;
+        let generation = parse_gen(&target).ok_or_else(|| {
+            Error::invalid(
+                link.display().to_string(),
+                "current",
+                "not a generation link",
+            )
+        })?;
+        let dir = self.meta_dir().join(&target);
+        let mut streams = BTreeMap::new();
+        for s in &self.config.streams {
+            let p = dir.join(&s.name).join("state.json");
+            let state = match fs::read(&p) {
+                Ok(b) => StreamState::parse(&p.display().to_string(), &b)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    StreamState::new(&s.content_id, &s.datatype)
+                }
+                Err(e) => return Err(Error::io(p, e)),
+            };
+            streams.insert(s.name.clone(), state);
+        }
+        Ok(Snapshot {
+            generation,
+            dir,
+            streams,
+        })
+    }
+
+    /// Starts a write transaction: takes the writer lock (waiting for it),
+    /// clears what dead writers left in `tmp/`, and loads the current state.
+    pub fn begin(&self) -> Result<Txn<'_>> {
+        let lock = StoreLock::acquire(&self.root.join("lock"))?;
+        self.pool.clean_stale_staging()?;
+        let base = if self.meta_dir().join("current").exists() {
+            Some(self.snapshot()?)
+        } else {
+            None
+        };
+        let streams = match &base {
+            Some(b) => b.streams.clone(),
+            None => self
+                .config
+                .streams
+                .iter()
+                .map(|s| (s.name.clone(), StreamState::new(&s.content_id, &s.datatype)))
+                .collect(),
+        };
+        Ok(Txn {
+            store: self,
+            _lock: lock,
+            base,
+            streams,
+            changed: BTreeSet::new(),
+            unreferenced: BTreeSet::new(),
+            force_orphan_scan: false,
+        })
+    }
+}
+
+fn parse_gen(target: &Path) -> Option<u64> {
+    target.file_name()?.to_str()?.parse().ok()
+}
+
+fn gen_name(n: u64) -> String {
+    format!("{n:020}")
+}
+
+/// A write transaction: the working copy of every stream, committed as one
+/// new generation.
+pub struct Txn<'s> {
+    store: &'s Store,
+    _lock: StoreLock,
+    base: Option<Snapshot>,
+    streams: BTreeMap<String, StreamState>,
+    changed: BTreeSet<String>,
+    /// Blobs some edit stopped referencing: orphan candidates at commit.
+    unreferenced: BTreeSet<String>,
+    force_orphan_scan: bool,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone)]
+pub struct CommitReport {
+    pub generation: u64,
+    pub streams: Vec<String>,
+    pub new_orphans: Vec<String>,
+}
+
+impl<'s> Txn<'s> {
+    pub fn store(&self) -> &'s Store {
+        self.store
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.generation)
+    }
+
+    pub fn stream(&self, name: &str) -> Result<&StreamState> {
+        self.streams
+            .get(name)
+            .ok_or_else(|| Error::UnknownStream(name.to_string()))
+    }
+
+    /// A stream's working state, marked as changed.
+    pub fn stream_mut(&mut self, name: &str) -> Result<&mut StreamState> {
+        let s = self
+            .streams
+            .get_mut(name)
+            .ok_or_else(|| Error::UnknownStream(name.to_string()))?;
+        self.changed.insert(name.to_string());
+        Ok(s)
+    }
+
+    pub fn streams(&self) -> &BTreeMap<String, StreamState> {
+        &self.streams
+    }
+
+    pub fn is_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Records that an edit dropped a reference to `sha256`; at commit it is
+    /// recorded in `orphans.json` unless something still references it.
+    pub fn note_unreferenced(&mut self, sha256: &str) {
+        self.unreferenced.insert(sha256.to_string());
+    }
+
+    /// Makes the commit compare the whole pool with the references.
+    pub fn scan_orphans(&mut self) {
+        self.force_orphan_scan = true;
+    }
+
+    /// Every blob referenced by a live item of any stream.
+    pub fn referenced(&self) -> BTreeSet<String> {
+        referenced(&self.streams)
+    }
+
+    /// Regenerates every stream (used when creating a store and by `sign`).
+    pub fn commit_all(mut self) -> Result<CommitReport> {
+        self.changed = self.streams.keys().cloned().collect();
+        self.commit()
+    }
+
+    /// Writes the new generation and makes it current. Without changes,
+    /// nothing is written and the current generation is returned.
+    pub fn commit(mut self) -> Result<CommitReport> {
+        let store = self.store;
+        if self.changed.is_empty() && self.base.is_some() {
+            return Ok(CommitReport {
+                generation: self.generation(),
+                streams: vec![],
+                new_orphans: vec![],
+            });
+        }
+        let now = timefmt::now();
+        let key = store.signing_key()?;
+        let pool = &store.pool;
+        // Removed paths whose blob is gone (reaped) are no longer readable.
+        for name in self.changed.clone() {
+            let st = self.streams.get_mut(&name).expect("changed streams exist");
+            st.removed.retain(|_, r| pool.contains(&r.blob.sha256));
+            let live: BTreeSet<String> = st.live_blobs().map(|(p, _)| p.to_string()).collect();
+            st.removed.retain(|p, _| !live.contains(p));
+            st.mtimes.retain(|p, _| live.contains(p));
+        }
+
+        let gen_root = store.meta_dir().join("gen");
+        fs::create_dir_all(&gen_root).at(&gen_root)?;
+        let generation = self.generation() + 1;
+        let final_dir = gen_root.join(gen_name(generation));
+        let tmp_dir = gen_root.join(format!(
+            "{}.tmp-{}",
+            gen_name(generation),
+            std::process::id()
+        ));
+        if tmp_dir.exists() {
+            fs::remove_dir_all(&tmp_dir).at(&tmp_dir)?;
+        }
+        fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+        let res = (|| {
+            for s in &store.config.streams {
+                let dir = tmp_dir.join(&s.name);
+                let prev = self.base.as_ref().map(|b| b.dir.join(&s.name));
+                if !self.changed.contains(&s.name) && prev.as_ref().is_some_and(|p| p.exists()) {
+                    link_tree(prev.as_ref().expect("checked"), &dir)?;
+                    continue;
+                }
+                let st = &self.streams[&s.name];
+                publish::write_stream(&dir, s, st, pool, key.as_ref(), now)?;
+            }
+            sync_dir(&tmp_dir)?;
+            fs::rename(&tmp_dir, &final_dir).at(&final_dir)?;
+            sync_dir(&gen_root)?;
+            let meta = store.meta_dir();
+            let link_tmp = meta.join(format!("current.tmp-{}", std::process::id()));
+            let _ = fs::remove_file(&link_tmp);
+            std::os::unix::fs::symlink(Path::new("gen").join(gen_name(generation)), &link_tmp)
+                .at(&link_tmp)?;
+            fs::rename(&link_tmp, meta.join("current")).at(meta.join("current"))?;
+            sync_dir(&meta)
+        })();
+        if let Err(e) = res {
+            let _ = fs::remove_dir_all(&tmp_dir);
+            return Err(e);
+        }
+        let new_orphans = self.update_orphans(now)?;
+        self.collect_old_generations(generation);
+        Ok(CommitReport {
+            generation,
+            streams: self.changed.iter().cloned().collect(),
+            new_orphans,
+        })
+    }
+
+    /// Records newly unreferenced blobs in `orphans.json` and drops entries
+    /// that are referenced again. Runs after the generation is current: a
+    /// crash in between leaves an unrecorded orphan (found by
+    /// `find-orphans`), never a recorded live blob.
+    fn update_orphans(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<String>> {
+        let path = self.store.orphans_path();
+        let mut orphans = Orphans::load(&path)?;
+        let before = orphans.clone();
+        let referenced = self.referenced();
+        let candidates: Vec<String> = if self.force_orphan_scan {
+            self.store.pool.list()?
+        } else {
+            self.unreferenced.iter().cloned().collect()
+        };
+        let stamp = timefmt::rfc2822(now);
+        let mut added = Vec::new();
+        for sha in candidates {
+            if referenced.contains(&sha) || !self.store.pool.contains(&sha) {
+                continue;
+            }
+            let key = Pool::rel_path(&sha);
+            if !orphans.entries.contains_key(&key) {
+                orphans.entries.insert(key.clone(), stamp.clone());
+                added.push(key);
+            }
+        }
+        orphans.entries.retain(|k, _| {
+            let sha = k.rsplit('/').next().unwrap_or_default();
+            !referenced.contains(sha) && self.store.pool.contains(sha)
+        });
+        if orphans != before {
+            orphans.save(&path)?;
+        }
+        Ok(added)
+    }
+
+    /// Keeps the new generation and the one before it; older ones and
+    /// leftovers of interrupted commits go.
+    fn collect_old_generations(&self, current: u64) {
+        let gen_root = self.store.meta_dir().join("gen");
+        let Ok(rd) = fs::read_dir(&gen_root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep = name.parse::<u64>().is_ok_and(|n| n + 1 >= current);
+            if !keep {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Every blob referenced by a live item of any stream.
+pub fn referenced(streams: &BTreeMap<String, StreamState>) -> BTreeSet<String> {
+    streams
+        .values()
+        .flat_map(|s| s.live_blobs().map(|(_, b)| b.sha256))
+        .collect()
+}
+
+/// Hard-links every file of `from` into a new tree `to` (an unchanged stream
+/// carried into the next generation without rewriting its files).
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).at(to)?;
+    for e in fs::read_dir(from).at(from)? {
+        let e = e.at(from)?;
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        if e.file_type().at(&src)?.is_dir() {
+            link_tree(&src, &dst)?;
+        } else {
+            fs::hard_link(&src, &dst)
+                .or_else(|_| fs::copy(&src, &dst).map(|_| ()))
+                .at(&dst)?;
+        }
+    }
+    sync_dir(to)
+}

@@ -96,10 +96,10 @@ pub fn to_signed_paths(index: &Value) -> Value {
     let mut out = index.clone();
     if let Some(entries) = out.get_mut("index").and_then(Value::as_object_mut) {
         for e in entries.values_mut() {
-            if let Some(Value::String(p)) = e.get_mut("path") {
-                if let Some(stem) = p.strip_suffix(".json") {
-                    *p = format!("{stem}.sjson");
-                }
+            if let Some(Value::String(p)) = e.get_mut("path")
+                && let Some(stem) = p.strip_suffix(".json")
+            {
+                *p = format!("{stem}.sjson");
             }
         }
     }

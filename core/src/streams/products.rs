@@ -26,11 +26,11 @@ pub struct Item<'a> {
     pub data: &'a Map<String, Value>,
 }
 
-impl Item<'_> {
-    pub fn path(&self) -> Option<&str> {
+impl<'a> Item<'a> {
+    pub fn path(&self) -> Option<&'a str> {
         self.data.get("path").and_then(Value::as_str)
     }
-    pub fn sha256(&self) -> Option<&str> {
+    pub fn sha256(&self) -> Option<&'a str> {
         self.data.get("sha256").and_then(Value::as_str)
     }
     pub fn size(&self) -> Option<u64> {
@@ -352,14 +352,14 @@ fn validate_item(file: &str, what: &str, item: &Map<String, Value>) -> Result<()
             ));
         }
     }
-    if let Some(s) = item.get("size") {
-        if s.as_u64().is_none() {
-            return Err(Error::invalid(
-                file,
-                what,
-                format!("size must be a non-negative integer, found {s}"),
-            ));
-        }
+    if let Some(s) = item.get("size")
+        && s.as_u64().is_none()
+    {
+        return Err(Error::invalid(
+            file,
+            what,
+            format!("size must be a non-negative integer, found {s}"),
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,86 @@
+//! clean-md: keep the N newest versions of each product (versions sort as
+//! plain strings, the largest is the newest). Also the `keep` retention run
+//! after an insert.
+
+use super::{VersionRef, remove::remove_version};
+use crate::error::{Error, Result};
+use crate::store::{CommitReport, Store, Txn};
+use crate::streams::filter::{ItemFilter, matches_all};
+use crate::streams::flatten::flatten;
+
+#[derive(Debug, Default)]
+pub struct CleanReport {
+    pub removed: Vec<VersionRef>,
+    pub commit: Option<CommitReport>,
+}
+
+/// Removes all but the `max` newest versions of each product accepted by
+/// `select`; returns what it removed.
+pub fn keep_newest(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    max: usize,
+    select: impl Fn(&str) -> bool,
+) -> Result<Vec<VersionRef>> {
+    let mut victims = Vec::new();
+    {
+        let products = &txn.stream(stream)?.products;
+        for (pname, _) in products.products() {
+            if !select(pname) {
+                continue;
+            }
+            let mut versions: Vec<&String> = products
+                .versions(pname)
+                .map(|v| v.keys().collect())
+                .unwrap_or_default();
+            versions.sort();
+            versions.reverse();
+            for v in versions.into_iter().skip(max) {
+                victims.push(VersionRef {
+                    product: pname.clone(),
+                    version: v.clone(),
+                });
+            }
+        }
+    }
+    victims.sort();
+    for vr in &victims {
+        remove_version(txn, stream, vr)?;
+    }
+    Ok(victims)
+}
+
+/// `clean-md MAX STREAM [FILTER…]`: products with an item matching every
+/// filter keep their `max` newest versions.
+pub fn clean_md(
+    store: &Store,
+    stream: &str,
+    max: usize,
+    filters: &[ItemFilter],
+    dry_run: bool,
+) -> Result<CleanReport> {
+    if max == 0 {
+        return Err(Error::Usage(
+            "clean-md: MAX must be at least 1 (0 would empty the stream)".into(),
+        ));
+    }
+    let mut txn = store.begin()?;
+    let selected: std::collections::BTreeSet<String> = flatten(&txn.stream(stream)?.products)
+        .into_iter()
+        .filter(|f| matches_all(filters, f))
+        .filter_map(|f| {
+            f.get("product_name")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        })
+        .collect();
+    let removed = keep_newest(&mut txn, stream, max, |p| selected.contains(p))?;
+    let mut report = CleanReport {
+        removed,
+        commit: None,
+    };
+    if !dry_run && !report.removed.is_empty() {
+        report.commit = Some(txn.commit()?);
+    }
+    Ok(report)
+}

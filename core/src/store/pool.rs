@@ -1,0 +1,418 @@
+//! The content-addressed pool: `pool/sha256/ab/abcdef…`, one immutable,
+//! read-only file per distinct content.
+//!
+//! Data enters in two steps. It is first *staged* in `tmp/` while its sha256
+//! is computed in the same pass as the copy; only once the staged file is
+//! complete, fsynced and (when the metadata declares one) its size and hash
+//! verified is it renamed into the pool. So the pool never holds a partial or
+//! wrong blob, and a blob is durable before any metadata can name it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::fsutil::sync_dir;
+use crate::error::{Error, IoContext, Result};
+
+const BUF: usize = 1 << 20;
+
+/// A blob's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobRef {
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Pool {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Pool {
+    /// The pool of the store at `store_root`.
+    pub fn new(store_root: &Path) -> Pool {
+        Pool {
+            root: store_root.join("pool").join("sha256"),
+            tmp: store_root.join("tmp"),
+        }
+    }
+
+    /// `pool/sha256/ab/abcdef…`, relative to the store: the key of `orphans.json`.
+    pub fn rel_path(sha256: &str) -> String {
+        format!("pool/sha256/{}/{}", &sha256[..2.min(sha256.len())], sha256)
+    }
+
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    }
+
+    pub fn contains(&self, sha256: &str) -> bool {
+        valid_sha(sha256) && self.path(sha256).is_file()
+    }
+
+    /// A fresh staging file in `tmp/`, named after this process so that a
+    /// later writer can tell the leftovers of a dead one from live work.
+    fn stage_path(&self) -> PathBuf {
+        let n = STAGE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}.{n}.stage", std::process::id()))
+    }
+
+    /// Starts a staged blob that is written piecewise (the mount's inserts).
+    pub fn writer(&self) -> Result<BlobWriter> {
+        fs::create_dir_all(&self.tmp).at(&self.tmp)?;
+        let path = self.stage_path();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        Ok(BlobWriter {
+            file,
+            path: Some(path),
+            hasher: Sha256::new(),
+            hashed: 0,
+            len: 0,
+            sequential: true,
+        })
+    }
+
+    /// Copies `src` into a staged blob, hashing in the same pass.
+    /// `progress` is called with the bytes copied so far.
+    pub fn stage_file(&self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Staged> {
+        let mut input = File::open(src).at(src)?;
+        let mut w = self.writer()?;
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(src, e)),
+            };
+            w.append(&buf[..n])?;
+            progress(w.len);
+        }
+        w.finish()
+    }
+
+    /// Moves a verified staged blob into the pool (a no-op when the pool
+    /// already has that content) and makes it durable.
+    pub fn publish(&self, mut staged: Staged) -> Result<BlobRef> {
+        let dest = self.path(&staged.blob.sha256);
+        let tmp = staged
+            .path
+            .take()
+            .expect("staged file present until published");
+        if dest.exists() {
+            let _ = fs::remove_file(&tmp);
+            return Ok(staged.blob.clone());
+        }
+        let dir = dest.parent().expect("pool path has a parent");
+        let created = !dir.exists();
+        fs::create_dir_all(dir).at(dir)?;
+        let mut perm = fs::metadata(&tmp).at(&tmp)?.permissions();
+        perm.set_readonly(true);
+        fs::set_permissions(&tmp, perm).at(&tmp)?;
+        fs::rename(&tmp, &dest).at(&dest)?;
+        sync_dir(dir)?;
+        if created {
+            sync_dir(&self.root)?;
+        }
+        Ok(staged.blob.clone())
+    }
+
+    /// Deletes a blob (reaping). Missing blobs are not an error.
+    pub fn remove(&self, sha256: &str) -> Result<bool> {
+        if !valid_sha(sha256) {
+            return Ok(false);
+        }
+        let p = self.path(sha256);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    /// Every blob's sha256, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        for d in rd {
+            let d = d.at(&self.root)?;
+            let sub = d.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&sub).at(&sub)? {
+                let name = f.at(&sub)?.file_name().to_string_lossy().into_owned();
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Re-hashes a blob: `Ok(Some(actual))` when it differs from its name.
+    pub fn verify(&self, sha256: &str) -> Result<Option<String>> {
+        let p = self.path(sha256);
+        let actual = hash_file(&p)?.sha256;
+        Ok((actual != sha256).then_some(actual))
+    }
+
+    /// Removes staging files left by processes that no longer run.
+    pub fn clean_stale_staging(&self) -> Result<usize> {
+        let rd = match fs::read_dir(&self.tmp) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&self.tmp, e)),
+        };
+        let mut n = 0;
+        for e in rd {
+            let e = e.at(&self.tmp)?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.split('.').next().and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.is_some_and(|p| {
+                p == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !alive && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+pub fn valid_sha(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Hashes a file.
+pub fn hash_file(path: &Path) -> Result<BlobRef> {
+    let mut f = File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; BUF];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(BlobRef {
+        sha256: hex::encode(h.finalize()),
+        size,
+    })
+}
+
+/// A blob being written into `tmp/`. Sequential writes are hashed as they
+/// arrive; a write out of order (rare: `cp` and `rsync` write in order)
+/// makes `finish` hash the file once more instead.
+pub struct BlobWriter {
+    file: File,
+    path: Option<PathBuf>,
+    hasher: Sha256,
+    hashed: u64,
+    len: u64,
+    sequential: bool,
+}
+
+impl BlobWriter {
+    pub fn staging_path(&self) -> &Path {
+        self.path.as_deref().expect("present until finished")
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The staging file, for reads of data not yet published.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        let off = self.len;
+        self.write_at(off, data)
+    }
+
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let path = self.path.clone().expect("present until finished");
+        if offset != self.len || !self.sequential {
+            self.file.seek(SeekFrom::Start(offset)).at(&path)?;
+        }
+        self.file.write_all(data).at(&path)?;
+        if self.sequential && offset == self.hashed {
+            self.hasher.update(data);
+            self.hashed += data.len() as u64;
+        } else {
+            self.sequential = false;
+        }
+        self.len = self.len.max(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Truncates or extends the staged data (`open(O_TRUNC)`, `ftruncate`).
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        let path = self.path.clone().expect("present until finished");
+        self.file.set_len(len).at(&path)?;
+        if len < self.hashed || len > self.len {
+            self.sequential = len == 0;
+            if len == 0 {
+                self.hasher = Sha256::new();
+                self.hashed = 0;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Completes the blob: fsynced, hashed, ready to verify and publish.
+    pub fn finish(mut self) -> Result<Staged> {
+        let path = self.path.take().expect("present until finished");
+        self.file.sync_all().at(&path)?;
+        let blob = if self.sequential && self.hashed == self.len {
+            BlobRef {
+                sha256: hex::encode(std::mem::take(&mut self.hasher).finalize()),
+                size: self.len,
+            }
+        } else {
+            hash_file(&path)?
+        };
+        Ok(Staged {
+            path: Some(path),
+            blob,
+        })
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// A complete blob in `tmp/`, not yet in the pool. Dropping it deletes it.
+#[derive(Debug)]
+pub struct Staged {
+    path: Option<PathBuf>,
+    pub blob: BlobRef,
+}
+
+impl Staged {
+    /// Checks the staged data against what the metadata declares.
+    pub fn verify(&self, what: &str, size: Option<u64>, sha256: Option<&str>) -> Result<()> {
+        if let Some(s) = size
+            && s != self.blob.size
+        {
+            return Err(Error::Checksum {
+                what: what.to_string(),
+                reason: format!(
+                    "size mismatch: metadata says {s} bytes, data has {}",
+                    self.blob.size
+                ),
+            });
+        }
+        if let Some(h) = sha256
+            && !h.eq_ignore_ascii_case(&self.blob.sha256)
+        {
+            return Err(Error::Checksum {
+                what: what.to_string(),
+                reason: format!(
+                    "sha256 mismatch: metadata says {h}, data has {}",
+                    self.blob.sha256
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_blobs_enter_the_pool_read_only_under_their_hash() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Pool::new(d.path());
+        let src = d.path().join("src");
+        fs::write(&src, b"hello").unwrap();
+        let staged = pool.stage_file(&src, &mut |_| {}).unwrap();
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        assert_eq!(staged.blob.sha256, sha);
+        staged.verify("x", Some(5), Some(sha)).unwrap();
+        assert!(
+            staged
+                .verify("x", Some(6), None)
+                .unwrap_err()
+                .to_string()
+                .contains("size mismatch")
+        );
+        pool.publish(staged).unwrap();
+        assert!(pool.contains(sha));
+        assert!(
+            fs::metadata(pool.path(sha))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
+        assert_eq!(pool.list().unwrap(), vec![sha.to_string()]);
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn out_of_order_writes_are_hashed_at_finish() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Pool::new(d.path());
+        let mut w = pool.writer().unwrap();
+        w.write_at(3, b"lo").unwrap();
+        w.write_at(0, b"hel").unwrap();
+        let s = w.finish().unwrap();
+        assert_eq!(
+            s.blob.sha256,
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+    }
+
+    #[test]
+    fn a_dropped_writer_leaves_nothing_in_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Pool::new(d.path());
+        let mut w = pool.writer().unwrap();
+        w.append(b"partial").unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+}

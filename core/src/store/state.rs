@@ -1,0 +1,125 @@
+//! A stream's state at one generation: its working products (published and
+//! not yet publishable versions alike) and what the implementation tracks
+//! beside them. Stored as `meta/gen/N/<stream>/state.json`; the published
+//! `streams/v1` files are generated from it at each commit.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::pool::BlobRef;
+use crate::error::{Error, Result};
+use crate::json;
+use crate::streams::Products;
+
+const FORMAT: &str = "streamfs-state:1";
+
+/// A path that left the metadata but whose blob stays downloadable by that
+/// path until it is reaped (clients holding an older index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    pub blob: BlobRef,
+    /// Unix time of the removal.
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamState {
+    pub products: Products,
+    /// Removed paths still readable, by stream-relative path.
+    pub removed: BTreeMap<String, Removed>,
+    /// Insert time (Unix seconds) of each live path: its mtime in the mount.
+    pub mtimes: BTreeMap<String, i64>,
+}
+
+impl StreamState {
+    pub fn new(content_id: &str, datatype: &str) -> Self {
+        StreamState {
+            products: Products::new(content_id, datatype),
+            removed: BTreeMap::new(),
+            mtimes: BTreeMap::new(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let removed: Map<String, Value> = self
+            .removed
+            .iter()
+            .map(|(p, r)| {
+                (
+                    p.clone(),
+                    json!({"sha256": r.blob.sha256, "size": r.blob.size, "at": r.at}),
+                )
+            })
+            .collect();
+        let mtimes: Map<String, Value> = self
+            .mtimes
+            .iter()
+            .map(|(p, t)| (p.clone(), json!(t)))
+            .collect();
+        json::to_meph2(&json!({
+            "format": FORMAT,
+            "products": Value::Object(self.products.doc().clone()),
+            "removed": removed,
+            "mtimes": mtimes,
+        }))
+    }
+
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<Self> {
+        let mut doc = json::parse_object(file, bytes)?;
+        if doc.get("format").and_then(Value::as_str) != Some(FORMAT) {
+            return Err(Error::invalid(
+                file,
+                "format",
+                format!("expected \"{FORMAT}\""),
+            ));
+        }
+        let products = match doc.remove("products") {
+            Some(Value::Object(m)) => Products::from_map(file, m)?,
+            _ => return Err(Error::invalid(file, "products", "missing or not an object")),
+        };
+        let mut removed = BTreeMap::new();
+        if let Some(Value::Object(m)) = doc.get("removed") {
+            for (p, r) in m {
+                let sha256 = r
+                    .get("sha256")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let size = r.get("size").and_then(Value::as_u64).unwrap_or_default();
+                let at = r.get("at").and_then(Value::as_i64).unwrap_or_default();
+                removed.insert(
+                    p.clone(),
+                    Removed {
+                        blob: BlobRef { sha256, size },
+                        at,
+                    },
+                );
+            }
+        }
+        let mut mtimes = BTreeMap::new();
+        if let Some(Value::Object(m)) = doc.get("mtimes") {
+            for (p, t) in m {
+                mtimes.insert(p.clone(), t.as_i64().unwrap_or_default());
+            }
+        }
+        Ok(StreamState {
+            products,
+            removed,
+            mtimes,
+        })
+    }
+
+    /// Live paths and their blobs (items with a path and a sha256).
+    pub fn live_blobs(&self) -> impl Iterator<Item = (&str, BlobRef)> {
+        self.products.items().filter_map(|i| {
+            Some((
+                i.path()?,
+                BlobRef {
+                    sha256: i.sha256()?.to_string(),
+                    size: i.size().unwrap_or(0),
+                },
+            ))
+        })
+    }
+}

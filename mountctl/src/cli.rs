@@ -1,0 +1,141 @@
+//! Every clap type of mountctl, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Companion CLI of streamfs: metadata operations on a store (mounted or
+/// not), signing, queries.
+#[derive(Debug, Parser)]
+#[command(name = "mountctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The store directory.
+    #[arg(long, global = true, env = "STREAMFS_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Report progress and details on stderr (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a store with the default store.toml (or --config FILE).
+    Init(InitArgs),
+    /// Insert a build output dir or a streams/v1 products/index file into a stream.
+    Insert(InsertArgs),
+    /// Promote a version from one stream to another (no data copied).
+    Promote(PromoteArgs),
+    /// Keep the MAX newest versions of each product of a stream.
+    #[command(name = "clean-md")]
+    CleanMd(CleanMdArgs),
+    /// Record blobs no stream references, with the time first seen.
+    #[command(name = "find-orphans")]
+    FindOrphans(FindOrphansArgs),
+    /// Delete blobs orphaned for longer than --older.
+    #[command(name = "reap-orphans")]
+    ReapOrphans(ReapOrphansArgs),
+    /// Write a plain mirror tree of a stream (hard links where possible).
+    Export(ExportArgs),
+    /// Verify every blob's hash and every reference.
+    Fsck(FsckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DryRun {
+    /// Report what would change and change nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// A store.toml to use instead of the default one.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InsertArgs {
+    #[command(flatten)]
+    pub dry: DryRun,
+    /// A build output directory, or a streams/v1 index or products file.
+    pub src: PathBuf,
+    /// The target stream.
+    pub stream: String,
+    /// Item filters (key=value, key!=value, key~regex, key!~regex).
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    #[command(flatten)]
+    pub dry: DryRun,
+    /// The label to set (default: the target stream's label).
+    #[arg(short, long)]
+    pub label: Option<String>,
+    /// The source stream.
+    pub from: String,
+    /// The target stream.
+    pub to: String,
+    /// The version to promote.
+    #[arg(id = "version_name", value_name = "VERSION")]
+    pub version: String,
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanMdArgs {
+    #[command(flatten)]
+    pub dry: DryRun,
+    /// How many of the newest versions each product keeps.
+    pub max: usize,
+    pub stream: String,
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FindOrphansArgs {
+    /// Where to record orphans (default: the store's orphans.json).
+    pub orphans_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapOrphansArgs {
+    #[command(flatten)]
+    pub dry: DryRun,
+    /// Reap orphans older than this: [0-9]+[dhms] tokens, summed; a bare
+    /// number is days (default: the store's grace period).
+    #[arg(long)]
+    pub older: Option<String>,
+    /// Reap every orphan now, whatever its age.
+    #[arg(long)]
+    pub now: bool,
+    pub orphans_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub stream: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Fix what can be fixed without losing data.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

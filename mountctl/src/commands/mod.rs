@@ -1,0 +1,50 @@
+//! One module per subcommand; `run` resolves the store once and dispatches.
+
+mod clean_md;
+mod export;
+mod fsck;
+mod init;
+mod insert;
+mod orphans;
+mod promote;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use streamfs_core::store::Store;
+use streamfs_core::streams::filter::{ItemFilter, parse_all};
+
+use crate::cli::{Cli, Command};
+
+/// Settings resolved once: CLI, then environment (clap's `env`), then the
+/// current directory.
+pub struct Context {
+    pub store_dir: PathBuf,
+}
+
+impl Context {
+    pub fn open(&self) -> Result<Store> {
+        Ok(Store::open(&self.store_dir)?)
+    }
+}
+
+pub fn filters(f: &[String]) -> Result<Vec<ItemFilter>> {
+    Ok(parse_all(f)?)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Context {
+        store_dir: cli.store.unwrap_or_else(|| PathBuf::from(".")),
+    };
+    match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Insert(a) => insert::run(&ctx, a),
+        Command::Promote(a) => promote::run(&ctx, a),
+        Command::CleanMd(a) => clean_md::run(&ctx, a),
+        Command::FindOrphans(a) => orphans::find(&ctx, a),
+        Command::ReapOrphans(a) => orphans::reap(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
+        Command::Fsck(a) => fsck::run(&ctx, a),
+    }
+}
