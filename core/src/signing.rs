@@ -1,1 +1,0 @@
-//! OpenPGP signing and verification of stream metadata.
