@@ -9,6 +9,7 @@ use pgp::{
     },
     crypto::hash::HashAlgorithm,
     packet::{SignatureConfig, SignatureType, Subpacket, SubpacketData},
+    ser::Serialize,
     types::{KeyDetails, KeyVersion, Password, Timestamp},
 };
 
@@ -90,6 +91,15 @@ impl SigningKey {
             .to_public_key()
             .to_armored_string(ArmorOptions::default())
             .map_err(|e| pgp_err("cannot armor the public key", e))
+    }
+
+    /// The matching public key in binary form: a keyring file as
+    /// `gpgv --keyring` wants it (gpgv 2.2 does not read armored keys).
+    pub fn public_keyring(&self) -> Result<Vec<u8>> {
+        self.key
+            .to_public_key()
+            .to_bytes()
+            .map_err(|e| pgp_err("cannot serialize the public key", e))
     }
 
     /// Clearsigns `text` (the `.sjson` form of a `.json` file).

@@ -111,6 +111,16 @@ fn public_key_of_the_signing_key_verifies() {
 }
 
 #[test]
+fn binary_public_keyring_verifies() {
+    let (key, _) = pair(rsa());
+    let ring = Keyring::from_bytes(&key.public_keyring().unwrap()).unwrap();
+    assert_eq!(ring.fingerprints(), vec![key.fingerprint()]);
+    let sig = key.sign_detached(JSON.as_bytes()).unwrap();
+    ring.verify_detached(JSON.as_bytes(), sig.as_bytes())
+        .unwrap();
+}
+
+#[test]
 fn dash_escaping_and_trailing_blanks_round_trip() {
     let (key, ring) = pair(ed25519());
     let text = "- a list\n-----BEGIN PGP SIGNATURE-----\nline with blanks \t\n\nFrom here\nno final newline";
