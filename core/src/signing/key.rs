@@ -145,8 +145,8 @@ impl SigningKey {
     }
 }
 
-/// Strips the "what: " prefix rpgp errors get in [`pgp_err`] callers, so a
-/// path can go in front instead.
+/// The bare message of an error, so that [`SigningKey::load`] can put the
+/// path in front of it.
 fn message_of(e: Error) -> String {
     match e {
         Error::Signature(m) => m,

@@ -70,7 +70,7 @@ impl Component<'_> {
 
 /// What one signature amounts to against the keyring.
 enum Check {
-    /// Verified by the key with this (primary) fingerprint.
+    /// Verified by a key of the keyring.
     Good,
     /// Made by a key of the keyring, but does not verify.
     Bad(String),
@@ -145,8 +145,11 @@ impl Keyring {
         let signed_text = msg.signed_text();
         self.check_all(msg.signatures(), signed_text.as_bytes())?;
         let mut text = String::with_capacity(msg.text().len() + 1);
-        for line in strip_trailing_blanks(msg.text()).split_inclusive('\n') {
-            text.push_str(line.strip_prefix("- ").unwrap_or(line));
+        for line in msg.text().split_inclusive('\n') {
+            // Undo the dash escaping, then strip blanks, in the order the
+            // signed text was computed in.
+            let escaped = line.strip_prefix("- ").unwrap_or(line);
+            text.push_str(&strip_trailing_blanks(escaped));
         }
         text.push('\n');
         Ok(text)

@@ -241,6 +241,48 @@ fn passphrase_protected_key_is_refused() {
     assert!(m.contains("passphrase"), "{m}");
 }
 
+/// A key whose primary only certifies signs with its signing subkey, and
+/// the keyring finds that subkey through its binding signature.
+#[test]
+fn signing_subkey_is_used() {
+    use pgp::composed::{ArmorOptions, KeyType, SecretKeyParamsBuilder, SubkeyParamsBuilder};
+    use pgp::types::KeyDetails;
+    let key = SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Ed25519Legacy)
+        .can_certify(true)
+        .can_sign(false)
+        .primary_user_id("Sub <sub@example.invalid>".into())
+        .subkey(
+            SubkeyParamsBuilder::default()
+                .key_type(KeyType::Ed25519Legacy)
+                .can_sign(true)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+        .generate(rand::thread_rng())
+        .unwrap();
+    let subkey_fpr = hex::encode_upper(key.secret_subkeys[0].key.fingerprint().as_bytes());
+    let signing = SigningKey::from_bytes(
+        key.to_armored_string(ArmorOptions::default())
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let ring = Keyring::from_bytes(&signing.public_keyring().unwrap()).unwrap();
+    let sig = signing.sign_detached(JSON.as_bytes()).unwrap();
+    ring.verify_detached(JSON.as_bytes(), sig.as_bytes())
+        .unwrap();
+    let signed = signing.sign_cleartext(JSON).unwrap();
+    assert_eq!(ring.verify_cleartext(&signed).unwrap(), JSON);
+
+    // The signature names the subkey, not the primary key.
+    let other = Keyring::from_bytes(ed25519().1.as_bytes()).unwrap();
+    let m = sig_err(other.verify_cleartext(&signed));
+    assert!(m.contains(&subkey_fpr), "{m}");
+}
+
 #[test]
 fn load_reports_the_path() {
     let dir = tempfile::tempdir().unwrap();
