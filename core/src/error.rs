@@ -12,7 +12,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
+        // Not `#[source]`: the message already says it, and error chains
+        // would print it twice.
         source: std::io::Error,
     },
 

@@ -42,6 +42,12 @@ pub enum Command {
     Export(ExportArgs),
     /// Verify every blob's hash and every reference.
     Fsck(FsckArgs),
+    /// Re-sign the metadata of the named streams (all when none is named).
+    Sign(SignArgs),
+    /// Generate an OpenPGP signing key for the store and start signing with it.
+    Keygen(KeygenArgs),
+    /// Verify a signed file (.sjson, or X.json with X.json.gpg beside it).
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +134,33 @@ pub struct FsckArgs {
     /// Fix what can be fixed without losing data.
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    pub streams: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key's user id.
+    #[arg(long, default_value = "streamfs signing key")]
+    pub uid: String,
+    /// Make an RSA key of this many bits instead of ed25519.
+    #[arg(long, value_name = "BITS")]
+    pub rsa: Option<u32>,
+    /// Replace a key the store already has.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A keyring: gpg's binary format or armored public keys.
+    #[arg(long, value_name = "K")]
+    pub keyring: PathBuf,
+    /// A clearsigned .sjson, or a file with a detached FILE.gpg beside it.
+    pub file: PathBuf,
 }
 
 #[cfg(test)]

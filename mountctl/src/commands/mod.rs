@@ -7,6 +7,7 @@ mod init;
 mod insert;
 mod orphans;
 mod promote;
+mod sign;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,5 +47,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::ReapOrphans(a) => orphans::reap(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Fsck(a) => fsck::run(&ctx, a),
+        Command::Sign(a) => sign::sign(&ctx, a),
+        Command::Keygen(a) => sign::keygen(&ctx, a),
+        Command::Verify(a) => sign::verify(a),
     }
 }
