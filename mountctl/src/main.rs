@@ -14,12 +14,12 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match commands::run(cli) {
         Ok(code) => code,
+        // Exit 2 is clap's, for a malformed command line; everything that
+        // fails once the command runs (bad files, bad values, a store
+        // problem) is 1.
         Err(e) => {
             eprintln!("mountctl: error: {e:#}");
-            match e.downcast_ref::<streamfs_core::Error>() {
-                Some(streamfs_core::Error::Usage(_)) => ExitCode::from(2),
-                _ => ExitCode::from(1),
-            }
+            ExitCode::from(1)
         }
     }
 }

@@ -47,7 +47,7 @@ pub fn insert(
     opts: InsertOptions<'_>,
 ) -> Result<InsertReport> {
     let cfg = store.config().stream(stream)?.clone();
-    let source = super::source::load(src, &cfg.layout, &cfg.content_id, &cfg.datatype)?;
+    let source = super::source::load(src, &cfg)?;
     let mut txn = store.begin()?;
     let mut report = insert_source(&mut txn, stream, &source, opts)?;
     if !report.added.is_empty() {

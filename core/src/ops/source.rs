@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, IoContext, Result};
 use crate::relpath::RelPath;
-use crate::store::layout::Layout;
+use crate::store::config::StreamConfig;
 use crate::streams::Products;
 use crate::streams::index::parse_index;
 
@@ -80,7 +80,7 @@ fn load_metadata_file(file: &Path) -> Result<Source> {
 /// is read through its index; one with only products files in
 /// `streams/v1/` through those; one without metadata is laid out by the
 /// target stream's path templates (`layout`).
-pub fn load(src: &Path, layout: &Layout, content_id: &str, datatype: &str) -> Result<Source> {
+pub fn load(src: &Path, cfg: &StreamConfig) -> Result<Source> {
     let meta = fs::metadata(src).at(src)?;
     if meta.is_file() {
         return load_metadata_file(src);
@@ -112,21 +112,18 @@ pub fn load(src: &Path, layout: &Layout, content_id: &str, datatype: &str) -> Re
             });
         }
     }
-    derive_from_files(src, layout, content_id, datatype)
+    derive_from_files(src, cfg)
 }
 
 /// Builds products from a tree of data files and the stream's templates.
 /// Items carry a path but no sha256 yet: insert hashes them as it copies.
-pub fn derive_from_files(
-    root: &Path,
-    layout: &Layout,
-    content_id: &str,
-    datatype: &str,
-) -> Result<Source> {
+/// The stream's `label` is set on every derived product.
+pub fn derive_from_files(root: &Path, cfg: &StreamConfig) -> Result<Source> {
+    let layout = &cfg.layout;
     let mut files = Vec::new();
     walk(root, root, &mut files)?;
     files.sort();
-    let mut products = Products::new(content_id, datatype);
+    let mut products = Products::new(&cfg.content_id, &cfg.datatype);
     // Files that name their product, then the shared ones.
     let mut shared = Vec::new();
     for rel in files {
@@ -141,11 +138,14 @@ pub fn derive_from_files(
         item.insert("path".into(), rel.as_str().into());
         match &placement.product {
             Some(pid) => {
-                let attrs: Map<String, Value> = placement
+                let mut attrs: Map<String, Value> = placement
                     .attrs
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect();
+                if let Some(l) = &cfg.label {
+                    attrs.insert("label".into(), l.as_str().into());
+                }
                 add_item(
                     &mut products,
                     pid,
