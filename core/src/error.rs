@@ -9,12 +9,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error on a named file of the store or of the input.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        // Not `#[source]`: the message already says it, and error chains
+        // Not a `source`: the message already says it, and error chains
         // would print it twice.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A file that should hold JSON does not, or holds the wrong shape.
@@ -84,7 +84,10 @@ impl Error {
         match source.kind() {
             std::io::ErrorKind::StorageFull => Error::NoSpace { path },
             std::io::ErrorKind::ReadOnlyFilesystem => Error::ReadOnly { path },
-            _ => Error::Io { path, source },
+            _ => Error::Io {
+                path,
+                error: source,
+            },
         }
     }
 

@@ -17,7 +17,10 @@ fn make_build(dir: &Path, version: &str, seed: u8) {
     let v = dir.join("noble/amd64").join(version);
     let mut data = vec![0u8; 6 << 20];
     for (i, b) in data.iter_mut().enumerate() {
-        *b = (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 31) as u8 ^ seed;
+        *b = (i as u32)
+            .wrapping_mul(2_654_435_761)
+            .rotate_left(seed as u32 % 31) as u8
+            ^ seed;
     }
     fs::create_dir_all(&v).unwrap();
     fs::write(v.join("squashfs"), &data).unwrap();
@@ -27,7 +30,11 @@ fn make_build(dir: &Path, version: &str, seed: u8) {
             let d = v.join(sub).join(flavor);
             fs::create_dir_all(&d).unwrap();
             fs::write(d.join("boot-kernel"), &data[..(1 << 20) + seed as usize]).unwrap();
-            fs::write(d.join("boot-initrd"), format!("initrd {version} {sub} {flavor}\n")).unwrap();
+            fs::write(
+                d.join("boot-initrd"),
+                format!("initrd {version} {sub} {flavor}\n"),
+            )
+            .unwrap();
         }
     }
 }
@@ -71,7 +78,10 @@ fn assert_clean(s: &TestStore, after: &str) {
 #[test]
 fn sigkill_during_insert_promote_and_clean_md_never_corrupts_the_store() {
     let s = TestStore::init(None);
-    let rounds: u32 = std::env::var("STREAMFS_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let rounds: u32 = std::env::var("STREAMFS_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let root = s.root.clone();
     let builds = s.tmp.path().join("builds");
     let (mut kills, mut points) = (0u32, 0u32);
@@ -108,10 +118,22 @@ fn sigkill_during_insert_promote_and_clean_md_never_corrupts_the_store() {
             .into_iter()
             .map(|i| i["version_name"].clone())
             .collect();
-        assert_eq!(versions.len(), (round as usize + 1).min(3), "daily versions after round {round}: {versions:?}");
+        assert_eq!(
+            versions.len(),
+            (round as usize + 1).min(3),
+            "daily versions after round {round}: {versions:?}"
+        );
         let released = flat_items(&s.products_file("released"));
-        assert!(released.iter().any(|i| i["version_name"] == version), "{version} not promoted");
+        assert!(
+            released.iter().any(|i| i["version_name"] == version),
+            "{version} not promoted"
+        );
     }
-    println!("crash safety: {points} kill points, {kills} killed mid-operation, fsck clean after each");
-    assert!(kills >= rounds, "too few operations were interrupted ({kills}): the test lost its point");
+    println!(
+        "crash safety: {points} kill points, {kills} killed mid-operation, fsck clean after each"
+    );
+    assert!(
+        kills >= rounds,
+        "too few operations were interrupted ({kills}): the test lost its point"
+    );
 }

@@ -10,7 +10,12 @@ use streamfs_tests::store::{SCENARIO_CONFIG, TestStore};
 use streamfs_tests::{fixtures_dir, missing, run_in, sstream_venv};
 
 fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
@@ -22,7 +27,11 @@ fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
         .stdin(Stdio::null())
         .output()
         .expect("gpg runs");
-    assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "gpg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -46,16 +55,33 @@ fn a_gpg_key_signs_every_commit_and_clients_verify_it() {
         missing::<()>("gpg and gpgv (apt-get install gnupg gpgv)");
         return;
     }
-    let config = SCENARIO_CONFIG.replacen("[[stream]]", "[signing]\nkey = \"keys/k.asc\"\n\n[[stream]]", 1);
+    let config = SCENARIO_CONFIG.replacen(
+        "[[stream]]",
+        "[signing]\nkey = \"keys/k.asc\"\n\n[[stream]]",
+        1,
+    );
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("gnupg");
     fs::create_dir_all(&home).unwrap();
     fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    gpg(&home, &["--quick-gen-key", "streamfs test <test@example.invalid>", "ed25519", "sign", "never"]);
+    gpg(
+        &home,
+        &[
+            "--quick-gen-key",
+            "streamfs test <test@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
     let secret = gpg(&home, &["--armor", "--export-secret-keys"]);
     let keyring = tmp.path().join("keyring.gpg");
     fs::write(&keyring, gpg(&home, &["--export"])).unwrap();
-    let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--kill", "all"]).status();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "all"])
+        .status();
 
     // The key must exist before the store's first commit signs with it.
     let root = tmp.path().join("store");
@@ -77,10 +103,19 @@ fn a_gpg_key_signs_every_commit_and_clients_verify_it() {
         assert!(gpgv(&keyring, &[&v1.join(f)]), "gpgv rejects {f}");
     }
     let sig = v1.join("com.ubuntu.maas:candidate:v3:download.json.gpg");
-    assert!(gpgv(&keyring, &[&sig, &pjson]), "gpgv rejects the detached signature");
-    assert!(gpgv(&keyring, &[&v1.join("index.json.gpg"), &v1.join("index.json")]));
+    assert!(
+        gpgv(&keyring, &[&sig, &pjson]),
+        "gpgv rejects the detached signature"
+    );
+    assert!(gpgv(
+        &keyring,
+        &[&v1.join("index.json.gpg"), &v1.join("index.json")]
+    ));
     let index_sjson = fs::read_to_string(v1.join("index.sjson")).unwrap();
-    assert!(index_sjson.contains("download.sjson\""), "index.sjson must point at .sjson files");
+    assert!(
+        index_sjson.contains("download.sjson\""),
+        "index.sjson must point at .sjson files"
+    );
 
     // Export, then the reference client reads and mirrors it.
     let export = tmp.path().join("export");
@@ -102,30 +137,65 @@ fn a_gpg_key_signs_every_commit_and_clients_verify_it() {
     let m = run_in(
         tmp.path(),
         &venv.join("bin/sstream-mirror"),
-        &["--keyring", keyring.to_str().unwrap(), &format!("{}/", export.display()), mirror.to_str().unwrap()],
+        &[
+            "--keyring",
+            keyring.to_str().unwrap(),
+            &format!("{}/", export.display()),
+            mirror.to_str().unwrap(),
+        ],
     );
     assert_eq!(m.code, Some(0), "sstream-mirror: {}", m.stderr_text());
     let squashfs = mirror.join("noble/amd64/20250101/squashfs");
-    assert_eq!(fs::read(&squashfs).unwrap(), fs::read(build.join("noble/amd64/20250101/squashfs")).unwrap());
+    assert_eq!(
+        fs::read(&squashfs).unwrap(),
+        fs::read(build.join("noble/amd64/20250101/squashfs")).unwrap()
+    );
 
     // Tampering: gpgv and mountctl verify both refuse.
-    let out = s.ok(&["verify", "--keyring", keyring.to_str().unwrap(), v1.join("index.sjson").to_str().unwrap()]);
+    let out = s.ok(&[
+        "verify",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        v1.join("index.sjson").to_str().unwrap(),
+    ]);
     assert!(out.stdout_text().contains("good signature"));
     let tampered = tmp.path().join("tampered.sjson");
     fs::write(&tampered, index_sjson.replace("image-ids", "image-idz")).unwrap();
-    assert!(!gpgv(&keyring, &[&tampered]), "gpgv accepted a tampered file");
-    let out = s.mountctl(&["verify", "--keyring", keyring.to_str().unwrap(), tampered.to_str().unwrap()]);
-    assert_eq!(out.code, Some(1), "mountctl verify accepted a tampered file");
-    assert!(out.stderr_text().contains("tampered.sjson"), "{}", out.stderr_text());
+    assert!(
+        !gpgv(&keyring, &[&tampered]),
+        "gpgv accepted a tampered file"
+    );
+    let out = s.mountctl(&[
+        "verify",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        tampered.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "mountctl verify accepted a tampered file"
+    );
+    assert!(
+        out.stderr_text().contains("tampered.sjson"),
+        "{}",
+        out.stderr_text()
+    );
     // A tampered export fails the reference client too.
     let exported = export.join("streams/v1/com.ubuntu.maas:candidate:v3:download.sjson");
-    let t = fs::read_to_string(&exported).unwrap().replacen("\"size\": 22", "\"size\": 23", 1);
+    let t = fs::read_to_string(&exported)
+        .unwrap()
+        .replacen("\"size\": 22", "\"size\": 23", 1);
     fs::remove_file(&exported).unwrap();
     fs::write(&exported, t).unwrap();
     let q = run_in(
         tmp.path(),
         &venv.join("bin/sstream-query"),
-        &["--keyring", keyring.to_str().unwrap(), export.join("streams/v1/index.sjson").to_str().unwrap()],
+        &[
+            "--keyring",
+            keyring.to_str().unwrap(),
+            export.join("streams/v1/index.sjson").to_str().unwrap(),
+        ],
     );
     assert_ne!(q.code, Some(0), "sstream-query read a tampered stream");
 }

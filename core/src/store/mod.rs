@@ -348,8 +348,12 @@ impl<'s> Txn<'s> {
             gen_name(generation),
             std::process::id()
         ));
-        if tmp_dir.exists() {
-            fs::remove_dir_all(&tmp_dir).at(&tmp_dir)?;
+        // Under the lock, anything at or past the next generation's name is
+        // what an interrupted commit left before it could swap `current`.
+        for d in [&tmp_dir, &final_dir] {
+            if d.exists() {
+                fs::remove_dir_all(d).at(d)?;
+            }
         }
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
         let res = (|| {
@@ -368,7 +372,12 @@ impl<'s> Txn<'s> {
             sync_dir(&gen_root)?;
             let meta = store.meta_dir();
             let link_tmp = meta.join(format!("current.tmp-{}", std::process::id()));
-            let _ = fs::remove_file(&link_tmp);
+            // Link leftovers of interrupted commits (any process) go too.
+            for e in fs::read_dir(&meta).at(&meta)?.flatten() {
+                if e.file_name().to_string_lossy().starts_with("current.tmp-") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
             std::os::unix::fs::symlink(Path::new("gen").join(gen_name(generation)), &link_tmp)
                 .at(&link_tmp)?;
             fs::rename(&link_tmp, meta.join("current")).at(meta.join("current"))?;
@@ -465,4 +474,29 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     sync_dir(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_after_one_killed_before_swapping_current_succeeds() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::init(d.path(), None).unwrap();
+        let g = store.current_generation().unwrap();
+        // What a writer killed between renaming its generation directory
+        // and swapping `meta/current` leaves behind.
+        let stale = store.meta_dir().join("gen").join(gen_name(g + 1));
+        fs::create_dir_all(stale.join("daily")).unwrap();
+        fs::write(stale.join("daily/state.json"), b"partial").unwrap();
+        std::os::unix::fs::symlink("gen/x", store.meta_dir().join("current.tmp-999999")).unwrap();
+        let mut txn = store.begin().unwrap();
+        txn.stream_mut("daily").unwrap();
+        assert_eq!(txn.commit().unwrap().generation, g + 1);
+        let snap = store.snapshot().unwrap();
+        assert_eq!(snap.generation, g + 1);
+        assert!(snap.streams["daily"].products.products().is_empty());
+        assert!(!store.meta_dir().join("current.tmp-999999").exists());
+    }
 }
