@@ -1,1 +1,145 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests: finding the reference data, the
+//! reference tools and the `mountctl` binary.
+//!
+//! Tests that need something absent from the machine call these helpers and
+//! return early when they get `None`: outside CI they say so with a visible
+//! `SKIP: …` line (written past the test harness' output capture), under CI
+//! (`CI=true`) the absence fails the test, so a CI run never passes by
+//! testing nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// True when running under CI (`CI=true`), where missing prerequisites fail.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Reports a missing prerequisite: a failure under CI, a visible skip
+/// otherwise. Returns `None` so callers can `return` on it.
+pub fn missing<T>(what: &str) -> Option<T> {
+    if in_ci() {
+        panic!("{what} (required when CI=true)");
+    }
+    // Straight to the process' stderr: libtest captures print!/eprint!
+    // output of passing tests, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIP: {what}");
+    None
+}
+
+/// The reference data (`/work/shared/fixtures` on the development machines):
+/// `$STREAMFS_FIXTURES`, else `../shared/fixtures` next to the workspace.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("STREAMFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    if dir.join("simplestreams").is_dir() {
+        Some(dir)
+    } else {
+        missing(&format!(
+            "fixtures not found at {} (set STREAMFS_FIXTURES)",
+            dir.display()
+        ))
+    }
+}
+
+/// The python-simplestreams virtualenv (`bin/sstream-query`,
+/// `bin/sstream-mirror`, `bin/python3`): `$STREAMFS_SSTREAM_VENV`, else
+/// `/opt/sstream-venv`.
+pub fn sstream_venv() -> Option<PathBuf> {
+    let dir = std::env::var_os("STREAMFS_SSTREAM_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/sstream-venv"));
+    if dir.join("bin/sstream-query").is_file() {
+        Some(dir)
+    } else {
+        missing(&format!(
+            "python-simplestreams venv not found at {} (set STREAMFS_SSTREAM_VENV; \
+             create it with `python3 -m venv DIR && DIR/bin/pip install python-simplestreams requests pyyaml`)",
+            dir.display()
+        ))
+    }
+}
+
+/// The `mountctl` binary of the profile the tests were built with.
+///
+/// Cargo builds only the test's own package's binaries for integration
+/// tests, so the first call runs `cargo build -p mountctl` (a no-op when it
+/// is up to date, and what keeps a stale binary from being tested).
+/// `$STREAMFS_MOUNTCTL` names a binary to use instead, unbuilt.
+pub fn mountctl_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STREAMFS_MOUNTCTL") {
+            return PathBuf::from(bin);
+        }
+        // The test executable is target/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable under target/<profile>/deps");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "mountctl"]);
+        if release {
+            cmd.arg("--release");
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cmd.status().expect("running cargo build -p mountctl");
+        assert!(status.success(), "cargo build -p mountctl failed");
+        let bin = profile_dir.join("mountctl");
+        assert!(bin.is_file(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: Option<i32>,
+}
+
+impl Outcome {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Runs `program args…` in `dir` (no stdin, UTF-8 Python I/O, no `RUST_LOG`
+/// from the caller's environment) and collects its output.
+pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("PYTHONIOENCODING", "utf-8")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    Outcome {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        code: out.status.code(),
+    }
+}
