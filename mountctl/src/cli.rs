@@ -23,6 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the items of a stream, as sstream-query does.
+    Query(QueryArgs),
     /// Create a store with the default store.toml (or --config FILE).
     Init(InitArgs),
     /// Insert a build output dir or a streams/v1 products/index file into a stream.
@@ -161,6 +163,47 @@ pub struct VerifyArgs {
     pub keyring: PathBuf,
     /// A clearsigned .sjson, or a file with a detached FILE.gpg beside it.
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    mountctl query daily release=noble arch=amd64 --max 1\n  \
+    mountctl query mirror/streams/v1/index.json -o '%(product_name)s %(version_name)s %(item_url)s'\n  \
+    mountctl query https://images.maas.io/ephemeral-v3/stable/ 'product_name~:24.04:' --json")]
+pub struct QueryArgs {
+    /// Python %-format applied to each item, e.g. '%(version_name)s %(path)s'
+    /// (default: the item as a Python dict).
+    #[arg(
+        short = 'o',
+        long = "output-format",
+        value_name = "FMT",
+        conflicts_with_all = ["json", "pretty"]
+    )]
+    pub output_format: Option<String>,
+
+    /// Keep the N newest versions per product (after filtering).
+    #[arg(long = "max", value_name = "N", allow_negative_numbers = true)]
+    pub max_items: Option<i64>,
+
+    /// Print all items as one JSON list.
+    #[arg(long, conflicts_with = "pretty")]
+    pub json: bool,
+
+    /// Pretty-print each item (Python's pprint).
+    #[arg(long)]
+    pub pretty: bool,
+
+    /// OpenPGP keyring to verify signed (.sjson) sources with.
+    #[arg(long, value_name = "K")]
+    pub keyring: Option<PathBuf>,
+
+    /// Stream name, index or products file, mirror root, or URL.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+
+    /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
+    #[arg(value_name = "FILTER")]
+    pub filters: Vec<String>,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod http;
 mod progress;
 
 use std::process::ExitCode;
@@ -14,12 +15,16 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match commands::run(cli) {
         Ok(code) => code,
-        // Exit 2 is clap's, for a malformed command line; everything that
-        // fails once the command runs (bad files, bad values, a store
-        // problem) is 1.
+        // A closed stdout (`| head`) ends quietly, as sstream-query does.
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(128 + 13),
+        // 2 for a malformed command line (clap's errors, bad filters and
+        // formats), 1 for everything that fails once the command runs.
         Err(e) => {
             eprintln!("mountctl: error: {e:#}");
-            ExitCode::from(1)
+            match e.downcast_ref::<streamfs_core::Error>() {
+                Some(streamfs_core::Error::Usage(_)) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
         }
     }
 }
@@ -33,4 +38,16 @@ fn init_logging(verbose: bool) {
         .with_writer(std::io::stderr)
         .without_time()
         .init();
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<streamfs_core::Error>() {
+                Some(streamfs_core::Error::Io { error, .. }) => Some(error),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

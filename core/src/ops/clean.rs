@@ -5,7 +5,7 @@
 use super::{VersionRef, remove::remove_version};
 use crate::error::{Error, Result};
 use crate::store::{CommitReport, Store, Txn};
-use crate::streams::filter::{ItemFilter, matches_all};
+use crate::streams::filter::{ItemFilter, all_match};
 use crate::streams::flatten::flatten;
 
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub fn clean_md(
     let mut txn = store.begin()?;
     let selected: std::collections::BTreeSet<String> = flatten(&txn.stream(stream)?.products)
         .into_iter()
-        .filter(|f| matches_all(filters, f))
+        .filter(|f| all_match(filters, f).unwrap_or(false))
         .filter_map(|f| {
             f.get("product_name")
                 .and_then(|v| v.as_str())

@@ -14,7 +14,7 @@ pub mod source;
 use serde_json::{Map, Value};
 
 use crate::streams::Products;
-use crate::streams::filter::{ItemFilter, matches_all};
+use crate::streams::filter::{ItemFilter, all_match};
 use crate::streams::flatten::{expand_aliases, flatten_expanded, inherited_version_attrs};
 
 /// A product version named in reports.
@@ -66,7 +66,7 @@ pub fn portable_version(
     } else {
         let flat = flatten_expanded(&single_version_doc(src, product, version));
         for f in flat {
-            if matches_all(filters, &f) {
+            if all_match(filters, &f).unwrap_or(false) {
                 let name = f["item_name"].as_str().unwrap_or_default();
                 if let Some(i) = all_items.get(name) {
                     items.insert(name.to_string(), i.clone());

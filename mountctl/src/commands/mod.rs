@@ -7,6 +7,7 @@ mod init;
 mod insert;
 mod orphans;
 mod promote;
+mod query;
 mod sign;
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use streamfs_core::store::Store;
-use streamfs_core::streams::filter::{ItemFilter, parse_all};
+use streamfs_core::streams::filter::ItemFilter;
 
 use crate::cli::{Cli, Command};
 
@@ -31,7 +32,7 @@ impl Context {
 }
 
 pub fn filters(f: &[String]) -> Result<Vec<ItemFilter>> {
-    Ok(parse_all(f)?)
+    Ok(ItemFilter::parse_all(f)?)
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         store_dir: cli.store.unwrap_or_else(|| PathBuf::from(".")),
     };
     match cli.command {
+        Command::Query(a) => query::run(&ctx.store_dir, a).map(|()| ExitCode::SUCCESS),
         Command::Init(a) => init::run(&ctx, a),
         Command::Insert(a) => insert::run(&ctx, a),
         Command::Promote(a) => promote::run(&ctx, a),

@@ -25,7 +25,9 @@ pub fn find(ctx: &Context, a: FindOrphansArgs) -> Result<ExitCode> {
 pub fn reap(ctx: &Context, a: ReapOrphansArgs) -> Result<ExitCode> {
     // Validate arguments before touching the store.
     let older = match &a.older {
-        Some(s) => parse_duration(s)?,
+        // A bad duration is bad input to the command (exit 1), not a
+        // malformed command line.
+        Some(s) => parse_duration(s).map_err(|e| anyhow::anyhow!("--older: {e}"))?,
         None => ctx.open()?.config().grace,
     };
     let store = ctx.open()?;
