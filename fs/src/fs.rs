@@ -158,6 +158,8 @@ struct StreamView {
     /// Readable by path, not listed: removed paths until reaped, and items of
     /// versions not published yet whose data is present.
     hidden: BTreeMap<String, FileInfo>,
+    /// The directories of hidden paths: resolvable, so the paths are.
+    hidden_dirs: BTreeSet<String>,
     /// Generated `streams/v1` files: name → (file in the generation, size).
     generated: BTreeMap<String, (PathBuf, u64)>,
 }
@@ -207,6 +209,13 @@ impl View {
                         blob: r.blob.clone(),
                         mtime: r.at,
                     });
+                }
+            }
+            for path in v.hidden.keys() {
+                let mut d = parent_of(path);
+                while !d.is_empty() {
+                    v.hidden_dirs.insert(d.to_string());
+                    d = parent_of(d);
                 }
             }
             for path in v.files.keys() {
@@ -458,6 +467,9 @@ impl StreamFs {
         }
         if let Some(f) = sv.hidden.get(rel) {
             return Some(Node::Blob(f.clone()));
+        }
+        if sv.hidden_dirs.contains(rel) {
+            return Some(Node::Dir);
         }
         if let Some(b) = w.loose.get(path) {
             return Some(Node::Blob(FileInfo {
