@@ -1460,7 +1460,11 @@ mod tests {
         // The emptied directory stays until rmdir, as `rm -r` expects.
         let up = fs.ino("daily/noble/amd64/20250101/ga-24.04");
         fs.rmdir(ROOT_CALLER, up, "generic").unwrap();
-        assert!(matches!(fs.lookup(up, "generic"), Err(FsError::NotFound)));
+        let listed: Vec<String> = fs.readdir(up).unwrap().into_iter().map(|e| e.2).collect();
+        assert!(!listed.contains(&"generic".to_string()), "{listed:?}");
+        // …while the removed path below it stays resolvable.
+        let generic = fs.lookup(up, "generic").unwrap();
+        assert_eq!(fs.lookup(generic.ino, "boot-kernel").unwrap().size, 6);
     }
 
     #[test]

@@ -379,3 +379,83 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use sha2::{Digest, Sha256};
+
+    const KPATH: &str = "noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_or_init(&d.path().join("s")).unwrap();
+        (d, s)
+    }
+
+    fn staged(store: &Store, data: &[u8]) -> Staged {
+        let mut w = store.pool().writer().unwrap();
+        w.append(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn doc(data: &[u8]) -> Products {
+        let sha = hex::encode(Sha256::digest(data));
+        let text = format!(
+            r#"{{"format":"products:1.0","content_id":"c","datatype":"image-downloads",
+            "products":{{"com.ubuntu.maas:candidate:v3:boot:24.04:amd64:ga-24.04":{{"arch":"amd64",
+            "versions":{{"20250101":{{"items":{{"boot-kernel":{{"ftype":"boot-kernel",
+            "path":"{KPATH}","sha256":"{sha}","size":{}}}}}}}}}}}}}}}"#,
+            data.len()
+        );
+        Products::parse("doc", text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn metadata_first_makes_items_pending_and_data_must_match_them() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let r = insert_metadata(&mut txn, "daily", &doc(b"kernel")).unwrap();
+        assert_eq!((r.added.len(), r.pending), (1, 1));
+        let path = RelPath::new(KPATH).unwrap();
+        let e = put_blob(&mut txn, "daily", &path, staged(&s, b"other!")).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert!(s.pool().list().unwrap().is_empty());
+        let out = put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        assert!(matches!(out, PutOutcome::Filled(ref v) if v.len() == 1));
+        assert_eq!(
+            put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap(),
+            PutOutcome::Unchanged
+        );
+        txn.commit().unwrap();
+        assert_eq!(s.pool().list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn data_first_is_placed_by_templates_then_superseded_by_its_metadata() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let path = RelPath::new(KPATH).unwrap();
+        let out = put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        assert!(matches!(out, PutOutcome::Added(_)));
+        let sq = RelPath::new("noble/amd64/20250101/squashfs").unwrap();
+        assert!(matches!(
+            put_blob(&mut txn, "daily", &sq, staged(&s, b"root")).unwrap(),
+            PutOutcome::Added(ref v) if v.len() == 1
+        ));
+        let stray = RelPath::new("stray").unwrap();
+        assert!(matches!(
+            put_blob(&mut txn, "daily", &stray, staged(&s, b"x")),
+            Err(Error::NotFound(_))
+        ));
+        // The declared kernel replaces the derived product only when the
+        // metadata covers every one of its files; here the squashfs is not
+        // declared, so both stay.
+        let r = insert_metadata(&mut txn, "daily", &doc(b"kernel")).unwrap();
+        assert!(r.superseded.is_empty());
+        assert_eq!(r.pending, 0);
+        let names = txn.stream("daily").unwrap().products.product_names();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+}
