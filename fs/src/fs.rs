@@ -276,6 +276,8 @@ enum Handle {
     },
     /// A document being written into `streams/v1/`.
     Meta { path: String, buf: Vec<u8> },
+    /// A closed document read back before its rename.
+    Bytes(Vec<u8>),
     /// Already finalized (flushed): later flushes and the release do nothing.
     Done,
 }
@@ -638,6 +640,19 @@ impl StreamFs {
         let view = self.current();
         let node = self.resolve(&view, &path).ok_or(FsError::NotFound)?;
         if !mode.write {
+            // rsync reads its staging file back before the rename.
+            let parked = match self.work.lock().expect("work lock").parked.get(&path) {
+                Some(Parked::Blob(st)) => Some(Handle::Read(File::open(st.staging_path())?)),
+                Some(Parked::Meta(b)) => Some(Handle::Bytes(b.clone())),
+                None => None,
+            };
+            if let Some(h) = parked {
+                return Ok(Opened {
+                    fh: self.new_handle(h),
+                    backing: None,
+                    direct_io: true,
+                });
+            }
             return match node {
                 Node::Dir => Err(FsError::IsDir),
                 Node::Blob(f) => {
@@ -805,7 +820,7 @@ impl StreamFs {
                 buf.truncate(n);
                 Ok(buf)
             }
-            Handle::Meta { buf, .. } => {
+            Handle::Meta { buf, .. } | Handle::Bytes(buf) => {
                 let start = (offset as usize).min(buf.len());
                 let end = (start + size as usize).min(buf.len());
                 Ok(buf[start..end].to_vec())

@@ -398,6 +398,15 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Writes are checked where they happen (root and the store's owner
+        // only); everything else is readable by whoever the mount lets in.
+        match self.fs.getattr(ino.0, None) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
     fn getxattr(
         &self,
         _req: &Request,

@@ -271,3 +271,28 @@ fn remounting_gives_identical_listings_and_metadata() {
     assert!(list1.len() > 20);
     m.unmount();
 }
+
+#[test]
+fn rsync_a_of_a_build_inserts_at_the_renames() {
+    let Some(b1) = build_dir("20250101") else {
+        return;
+    };
+    if Command::new("rsync").arg("--version").output().is_err() {
+        streamfs_tests::mount::skip::<()>("rsync not installed");
+        return;
+    }
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
+    // A second run finds everything in place.
+    ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
+    let items = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    assert_eq!(items.len(), 6 * 4, "{}", m.log_text());
+    assert!(!m.log_text().contains("refused"), "{}", m.log_text());
+    assert_eq!(
+        std::fs::read(daily.join("noble/amd64/20250101/squashfs")).unwrap(),
+        std::fs::read(b1.join("noble/amd64/20250101/squashfs")).unwrap()
+    );
+    m.unmount();
+}
