@@ -1,3 +1,9 @@
-//! The streamfs mount: a thin FUSE adapter over a filesystem API that tests can
-//! call without a kernel. See DESIGN §3; the mount itself is built on
-//! `streamfs-core`'s store and commits.
+//! The streamfs mount: a thin FUSE adapter (`fuse`) over a filesystem API
+//! (`fs`) that tests can call without a kernel, over `streamfs-core`'s store
+//! and commits (DESIGN §3). Inode numbers come from `inode`, errno values
+//! from `errno` alone.
+
+pub mod errno;
+pub mod fs;
+pub mod fuse;
+pub mod inode;

@@ -143,4 +143,5 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
         code: out.status.code(),
     }
 }
+pub mod mount;
 pub mod store;

@@ -8,6 +8,7 @@ pub mod fsck;
 pub mod insert;
 pub mod orphans;
 pub mod promote;
+pub mod put;
 pub mod remove;
 pub mod source;
 

@@ -197,7 +197,7 @@ pub fn derive_from_files(root: &Path, cfg: &StreamConfig) -> Result<Source> {
     })
 }
 
-fn add_item(
+pub(crate) fn add_item(
     products: &mut Products,
     pid: &str,
     attrs: &Map<String, Value>,

@@ -323,6 +323,12 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The staged file in `tmp/` (the mount lets an rsync staging file be
+    /// read back before its rename).
+    pub fn staging_path(&self) -> &Path {
+        self.path.as_deref().expect("present until published")
+    }
+
     /// Checks the staged data against what the metadata declares.
     pub fn verify(&self, what: &str, size: Option<u64>, sha256: Option<&str>) -> Result<()> {
         if let Some(s) = size

@@ -1,0 +1,461 @@
+//! Inserting one file at a time, as the mount receives them: a blob written
+//! at a stream path, or a products document written into `streams/v1/`.
+//!
+//! `cp -r` and `rsync` deliver a build's files in no particular order, so
+//! both orders must end where `mountctl insert` of the whole build ends:
+//! - metadata first: its items whose data is absent are *pending*; each data
+//!   file written later fills one, verified against the declared size and
+//!   sha256;
+//! - data first: each file is placed by the stream's path templates (as
+//!   `insert` of a directory without metadata does); when the metadata then
+//!   arrives, the versions derived from those paths give way to the declared
+//!   ones that describe the same files.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use super::{VersionRef, clean, expanded, portable_version, put_version, source::add_item};
+use crate::error::{Error, Result};
+use crate::relpath::RelPath;
+use crate::store::pool::Staged;
+use crate::store::{BlobRef, Txn};
+use crate::streams::Products;
+use crate::timefmt;
+
+/// What [`put_blob`] did with a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The path already holds exactly this content: nothing changed.
+    Unchanged,
+    /// The data of pending items declared by metadata (one per product
+    /// version that lists the path).
+    Filled(Vec<VersionRef>),
+    /// A new item placed by the path templates.
+    Added(Vec<VersionRef>),
+    /// A file shared by products (the `squashfs`) that belongs to no product
+    /// yet: its blob is in the pool; [`attach_shared`] attaches it once a
+    /// matching product version exists.
+    Unattached(BlobRef),
+}
+
+/// Inserts one staged blob at `path` of `stream` (no commit).
+///
+/// A path that metadata declares must receive exactly the declared size and
+/// sha256 (else [`Error::Checksum`], and nothing enters the pool); a path
+/// already published with other content is refused (items are immutable);
+/// any other path must be explained by the stream's templates.
+pub fn put_blob(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    path: &RelPath,
+    staged: Staged,
+) -> Result<PutOutcome> {
+    let pool = txn.store().pool().clone();
+    let p = path.as_str();
+    let declared: Vec<(VersionRef, String, Option<String>, Option<u64>)> = txn
+        .stream(stream)?
+        .products
+        .items()
+        .filter(|i| i.path() == Some(p))
+        .map(|i| {
+            (
+                VersionRef {
+                    product: i.product.to_string(),
+                    version: i.version.to_string(),
+                },
+                i.name.to_string(),
+                i.sha256().map(str::to_ascii_lowercase),
+                i.size(),
+            )
+        })
+        .collect();
+    if !declared.is_empty() {
+        let mut filled = Vec::new();
+        for (vr, item, sha, size) in &declared {
+            let what = format!(
+                "stream {stream} product {} version {} item {item} ({p})",
+                vr.product, vr.version
+            );
+            if let Some(h) = sha
+                && pool.contains(h)
+            {
+                if *h == staged.blob.sha256 {
+                    continue;
+                }
+                return Err(Error::Refused(format!(
+                    "{what}: already published with other content (sha256 {h}); items are immutable, remove the version first"
+                )));
+            }
+            staged.verify(&what, *size, sha.as_deref())?;
+            filled.push((vr.clone(), item.clone()));
+        }
+        if filled.is_empty() {
+            return Ok(PutOutcome::Unchanged);
+        }
+        let blob = pool.publish(staged)?;
+        let now = timefmt::now().timestamp();
+        let st = txn.stream_mut(stream)?;
+        for (vr, item) in &filled {
+            set_item_blob(&mut st.products, vr, item, &blob);
+        }
+        st.mtimes.insert(p.to_string(), now);
+        return Ok(PutOutcome::Filled(
+            filled.into_iter().map(|(vr, _)| vr).collect(),
+        ));
+    }
+
+    let cfg = txn.store().config().stream(stream)?.clone();
+    let placement = cfg.layout.place(p).ok_or_else(|| {
+        Error::NotFound(format!(
+            "stream {stream}: no path template and no pending item explains '{p}'"
+        ))
+    })?;
+    let blob = pool.publish(staged)?;
+    let added = match &placement.product {
+        Some(pid) => {
+            let attrs: Map<String, Value> = placement
+                .attrs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            let st = txn.stream_mut(stream)?;
+            add_item(
+                &mut st.products,
+                pid,
+                &attrs,
+                &placement.version,
+                &placement.ftype,
+                item_map(&placement.ftype, p, &blob),
+            );
+            vec![VersionRef {
+                product: pid.clone(),
+                version: placement.version.clone(),
+            }]
+        }
+        None => attach(txn, stream, path, &blob)?,
+    };
+    if added.is_empty() {
+        return Ok(PutOutcome::Unattached(blob));
+    }
+    let now = timefmt::now().timestamp();
+    txn.stream_mut(stream)?.mtimes.insert(p.to_string(), now);
+    if cfg.keep > 0 {
+        let products: BTreeSet<String> = added.iter().map(|v| v.product.clone()).collect();
+        clean::keep_newest(txn, stream, cfg.keep, |p| products.contains(p))?;
+    }
+    Ok(PutOutcome::Added(added))
+}
+
+/// Attaches a shared file already in the pool to every product version that
+/// matches what its path binds; returns those versions (none: nothing
+/// changed).
+pub fn attach_shared(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    path: &RelPath,
+    blob: &BlobRef,
+) -> Result<Vec<VersionRef>> {
+    let added = attach(txn, stream, path, blob)?;
+    if !added.is_empty() {
+        let now = timefmt::now().timestamp();
+        txn.stream_mut(stream)?
+            .mtimes
+            .entry(path.as_str().to_string())
+            .or_insert(now);
+    }
+    Ok(added)
+}
+
+fn attach(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    path: &RelPath,
+    blob: &BlobRef,
+) -> Result<Vec<VersionRef>> {
+    let cfg = txn.store().config().stream(stream)?.clone();
+    let Some(placement) = cfg.layout.place(path.as_str()) else {
+        return Ok(vec![]);
+    };
+    let targets: Vec<String> = {
+        let products = &txn.stream(stream)?.products;
+        products
+            .products()
+            .iter()
+            .filter(|(_, p)| {
+                placement
+                    .attrs
+                    .iter()
+                    .all(|(k, v)| p.get(k).and_then(Value::as_str).is_none_or(|pv| pv == v))
+            })
+            .filter(|(name, _)| {
+                products
+                    .version(name, &placement.version)
+                    .and_then(|v| v.get("items"))
+                    .and_then(Value::as_object)
+                    .is_some_and(|items| {
+                        !items.contains_key(&placement.ftype)
+                            && items.values().any(|i| {
+                                i.get("path")
+                                    .and_then(Value::as_str)
+                                    .is_some_and(|ip| same_dir_or_below(ip, path))
+                            })
+                    })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    if targets.is_empty() {
+        return Ok(vec![]);
+    }
+    let st = txn.stream_mut(stream)?;
+    let mut out = Vec::new();
+    for pid in targets {
+        let attrs = st.products.product(&pid).cloned().unwrap_or_default();
+        add_item(
+            &mut st.products,
+            &pid,
+            &attrs,
+            &placement.version,
+            &placement.ftype,
+            item_map(&placement.ftype, path.as_str(), blob),
+        );
+        out.push(VersionRef {
+            product: pid,
+            version: placement.version.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `item_path` lies in the directory of `shared` or below it: a
+/// shared file belongs to the products whose files sit beside or under it.
+fn same_dir_or_below(item_path: &str, shared: &RelPath) -> bool {
+    match shared.parent() {
+        Some(dir) => RelPath::new(item_path).is_ok_and(|p| p.is_under(dir)),
+        None => true,
+    }
+}
+
+fn item_map(ftype: &str, path: &str, blob: &BlobRef) -> Map<String, Value> {
+    let mut item = Map::new();
+    item.insert("ftype".into(), ftype.into());
+    item.insert("path".into(), path.into());
+    item.insert("sha256".into(), blob.sha256.clone().into());
+    item.insert("size".into(), blob.size.into());
+    item
+}
+
+fn set_item_blob(products: &mut Products, vr: &VersionRef, item: &str, blob: &BlobRef) {
+    let Some(i) = products
+        .products_mut()
+        .get_mut(&vr.product)
+        .and_then(|p| p.get_mut("versions"))
+        .and_then(|v| v.get_mut(&vr.version))
+        .and_then(|v| v.get_mut("items"))
+        .and_then(|i| i.get_mut(item))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    i.insert("sha256".into(), blob.sha256.clone().into());
+    i.insert("size".into(), blob.size.into());
+}
+
+/// What [`insert_metadata`] did.
+#[derive(Debug, Default)]
+pub struct MetadataReport {
+    pub added: Vec<VersionRef>,
+    /// Versions the stream already had: left as they are.
+    pub existing: Vec<VersionRef>,
+    /// Versions derived earlier from paths, replaced by declared ones.
+    pub superseded: Vec<VersionRef>,
+    /// Items declared without their data in the pool yet.
+    pub pending: usize,
+}
+
+/// Inserts a products document written into the mount (no commit), with
+/// insert's additive semantics. Items whose blob is not in the pool become
+/// pending: their version is published once every item has its data.
+pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Result<MetadataReport> {
+    let cfg = txn.store().config().stream(stream)?.clone();
+    let pool = txn.store().pool().clone();
+    let mut report = MetadataReport::default();
+    let src = expanded(doc);
+    let mut plan = Vec::new();
+    {
+        let target = &txn.stream(stream)?.products;
+        for (product, version) in doc.version_keys() {
+            let vr = VersionRef {
+                product: product.clone(),
+                version: version.clone(),
+            };
+            if target.has_version(&product, &version) {
+                report.existing.push(vr);
+                continue;
+            }
+            if let Some(data) = portable_version(&src, &product, &version, &[]) {
+                for (iname, item) in data["items"].as_object().into_iter().flatten() {
+                    if let Some(p) = item.get("path").and_then(Value::as_str) {
+                        RelPath::new(p).map_err(|r| {
+                            Error::invalid(
+                                doc.content_id(),
+                                format!("product {product} version {version} item {iname}"),
+                                r,
+                            )
+                        })?;
+                    }
+                }
+                plan.push((vr, data));
+            }
+        }
+    }
+    // Paths the new versions declare, by version name.
+    let mut declared: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let new_products: BTreeSet<String> = doc.version_keys().into_iter().map(|(p, _)| p).collect();
+    for (vr, data) in &plan {
+        for item in data["items"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, i)| i)
+        {
+            if let Some(p) = item.get("path").and_then(Value::as_str) {
+                declared
+                    .entry(vr.version.clone())
+                    .or_default()
+                    .insert(p.to_string());
+            }
+        }
+    }
+    let superseded: Vec<VersionRef> = {
+        let target = &txn.stream(stream)?.products;
+        target
+            .version_keys()
+            .into_iter()
+            .filter(|(p, v)| {
+                !new_products.contains(p)
+                    && declared.get(v).is_some_and(|paths| {
+                        let mut items = target.version_items(p, v).peekable();
+                        items.peek().is_some()
+                            && items.all(|i| i.path().is_some_and(|ip| paths.contains(ip)))
+                    })
+            })
+            .map(|(product, version)| VersionRef { product, version })
+            .collect()
+    };
+    let now = timefmt::now().timestamp();
+    let st = txn.stream_mut(stream)?;
+    for vr in &superseded {
+        st.products.remove_version(&vr.product, &vr.version);
+    }
+    report.superseded = superseded;
+    for (vr, data) in plan {
+        for item in data["items"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, i)| i)
+        {
+            let Some(p) = item.get("path").and_then(Value::as_str) else {
+                continue;
+            };
+            let present = item
+                .get("sha256")
+                .and_then(Value::as_str)
+                .is_some_and(|h| pool.contains(&h.to_ascii_lowercase()));
+            if present {
+                st.mtimes.entry(p.to_string()).or_insert(now);
+            } else {
+                report.pending += 1;
+            }
+        }
+        put_version(&mut st.products, &vr.product, &vr.version, data);
+        report.added.push(vr);
+    }
+    if cfg.keep > 0 && !report.added.is_empty() {
+        let products: BTreeSet<String> = report.added.iter().map(|v| v.product.clone()).collect();
+        clean::keep_newest(txn, stream, cfg.keep, |p| products.contains(p))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use sha2::{Digest, Sha256};
+
+    const KPATH: &str = "noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_or_init(&d.path().join("s")).unwrap();
+        (d, s)
+    }
+
+    fn staged(store: &Store, data: &[u8]) -> Staged {
+        let mut w = store.pool().writer().unwrap();
+        w.append(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn doc(data: &[u8]) -> Products {
+        let sha = hex::encode(Sha256::digest(data));
+        let text = format!(
+            r#"{{"format":"products:1.0","content_id":"c","datatype":"image-downloads",
+            "products":{{"com.ubuntu.maas:candidate:v3:boot:24.04:amd64:ga-24.04":{{"arch":"amd64",
+            "versions":{{"20250101":{{"items":{{"boot-kernel":{{"ftype":"boot-kernel",
+            "path":"{KPATH}","sha256":"{sha}","size":{}}}}}}}}}}}}}}}"#,
+            data.len()
+        );
+        Products::parse("doc", text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn metadata_first_makes_items_pending_and_data_must_match_them() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let r = insert_metadata(&mut txn, "daily", &doc(b"kernel")).unwrap();
+        assert_eq!((r.added.len(), r.pending), (1, 1));
+        let path = RelPath::new(KPATH).unwrap();
+        let e = put_blob(&mut txn, "daily", &path, staged(&s, b"other!")).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert!(s.pool().list().unwrap().is_empty());
+        let out = put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        assert!(matches!(out, PutOutcome::Filled(ref v) if v.len() == 1));
+        assert_eq!(
+            put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap(),
+            PutOutcome::Unchanged
+        );
+        txn.commit().unwrap();
+        assert_eq!(s.pool().list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn data_first_is_placed_by_templates_then_superseded_by_its_metadata() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let path = RelPath::new(KPATH).unwrap();
+        let out = put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        assert!(matches!(out, PutOutcome::Added(_)));
+        let sq = RelPath::new("noble/amd64/20250101/squashfs").unwrap();
+        assert!(matches!(
+            put_blob(&mut txn, "daily", &sq, staged(&s, b"root")).unwrap(),
+            PutOutcome::Added(ref v) if v.len() == 1
+        ));
+        let stray = RelPath::new("stray").unwrap();
+        assert!(matches!(
+            put_blob(&mut txn, "daily", &stray, staged(&s, b"x")),
+            Err(Error::NotFound(_))
+        ));
+        // The declared kernel replaces the derived product only when the
+        // metadata covers every one of its files; here the squashfs is not
+        // declared, so both stay.
+        let r = insert_metadata(&mut txn, "daily", &doc(b"kernel")).unwrap();
+        assert!(r.superseded.is_empty());
+        assert_eq!(r.pending, 0);
+        let names = txn.stream("daily").unwrap().products.product_names();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+}

@@ -1,0 +1,1505 @@
+//! The filesystem API: every operation of the mount as a plain method over
+//! mount paths and inode numbers, returning `Result<_, FsError>`. It knows
+//! nothing of the kernel protocol (see `fuse.rs`), so tests call it directly.
+//!
+//! What the mount shows is derived from the store's current generation
+//! (DESIGN §3): one directory per stream; the directories and files named by
+//! the paths of the items of published versions; `streams/v1/` with the
+//! generated metadata. Writes turn into store operations: a file closed is an
+//! insert, a products file written into `streams/v1/` an insert by metadata,
+//! `unlink` a removal, `symlink` a promotion. Every refusal is logged once,
+//! with its reason.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use streamfs_core::ops::promote::{PromoteRequest, promote_in};
+use streamfs_core::ops::put::{PutOutcome, attach_shared, insert_metadata, put_blob};
+use streamfs_core::ops::remove::remove_path;
+use streamfs_core::relpath::RelPath;
+use streamfs_core::store::pool::{BlobWriter, Staged};
+use streamfs_core::store::publish::unpublishable_versions;
+use streamfs_core::store::{BlobRef, Snapshot, Store};
+use streamfs_core::streams::Products;
+use streamfs_core::streams::filter::ItemFilter;
+use streamfs_core::{Error, timefmt};
+use tracing::{info, warn};
+
+use crate::inode::{InodeTable, ROOT, ino_of};
+
+/// Why an operation failed; `errno.rs` maps it.
+#[derive(Debug)]
+pub enum FsError {
+    NotFound,
+    Exists,
+    NotDir,
+    IsDir,
+    NotEmpty,
+    /// Refused: the caller may not write, or no template explains the path.
+    Denied(String),
+    /// Refused: the operation has no meaning on this object.
+    NotPermitted(String),
+    Invalid(String),
+    Busy(String),
+    BadHandle,
+    /// The data or metadata written could not be inserted.
+    Failed(String),
+    Io(std::io::Error),
+    Core(Error),
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsError::NotFound => write!(f, "no such file or directory"),
+            FsError::Exists => write!(f, "already exists"),
+            FsError::NotDir => write!(f, "not a directory"),
+            FsError::IsDir => write!(f, "is a directory"),
+            FsError::NotEmpty => write!(f, "directory not empty"),
+            FsError::Denied(m)
+            | FsError::NotPermitted(m)
+            | FsError::Invalid(m)
+            | FsError::Busy(m)
+            | FsError::Failed(m) => write!(f, "{m}"),
+            FsError::BadHandle => write!(f, "bad file handle"),
+            FsError::Io(e) => write!(f, "{e}"),
+            FsError::Core(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<Error> for FsError {
+    fn from(e: Error) -> Self {
+        FsError::Core(e)
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::Io(e)
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Logs a refusal (one line, what and why) and returns it.
+fn refuse(e: FsError, op: &str, path: &str) -> FsError {
+    warn!("refused {op} {path}: {e}");
+    e
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// What `stat` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    /// How long the kernel may cache this answer, in seconds: generated
+    /// files and transient nodes are not cached at all.
+    pub ttl_secs: u64,
+}
+
+/// Who asks.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+}
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+}
+
+/// An open file.
+#[derive(Debug)]
+pub struct Opened {
+    pub fh: u64,
+    /// A pool blob, immutable: the adapter may hand it to the kernel for
+    /// passthrough reads.
+    pub backing: Option<File>,
+    /// Reads must come to the daemon with their real sizes (generated files,
+    /// whose size changes between generations under the same inode).
+    pub direct_io: bool,
+}
+
+/// A file's content when the store is not the place to read it from.
+#[derive(Clone, Debug)]
+struct FileInfo {
+    blob: BlobRef,
+    mtime: i64,
+}
+
+/// One stream as the current generation shows it.
+#[derive(Debug, Default)]
+struct StreamView {
+    /// Items of published versions, by stream-relative path.
+    files: BTreeMap<String, FileInfo>,
+    /// Directory (stream-relative, `""` the stream's root) → name → is a
+    /// directory.
+    children: BTreeMap<String, BTreeMap<String, bool>>,
+    /// Readable by path, not listed: removed paths until reaped, and items of
+    /// versions not published yet whose data is present.
+    hidden: BTreeMap<String, FileInfo>,
+    /// The directories of hidden paths: resolvable, so the paths are.
+    hidden_dirs: BTreeSet<String>,
+    /// Generated `streams/v1` files: name → (file in the generation, size).
+    generated: BTreeMap<String, (PathBuf, u64)>,
+}
+
+#[derive(Debug)]
+struct View {
+    generation: u64,
+    snapshot: Snapshot,
+    /// Modification time of the generation: that of directories.
+    mtime: i64,
+    streams: BTreeMap<String, StreamView>,
+}
+
+impl View {
+    fn build(store: &Store) -> FsResult<View> {
+        let snapshot = store.snapshot()?;
+        let mtime = std::fs::metadata(&snapshot.dir)
+            .map(|m| m.mtime())
+            .unwrap_or(0);
+        let pool = store.pool();
+        let mut streams = BTreeMap::new();
+        for (name, st) in &snapshot.streams {
+            let mut v = StreamView::default();
+            let hold = unpublishable_versions(st, pool);
+            for item in st.products.items() {
+                let (Some(path), Some(sha)) = (item.path(), item.sha256()) else {
+                    continue;
+                };
+                let info = FileInfo {
+                    blob: BlobRef {
+                        sha256: sha.to_string(),
+                        size: item.size().unwrap_or(0),
+                    },
+                    mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
+                };
+                if hold.contains(&(item.product.to_string(), item.version.to_string())) {
+                    if pool.contains(sha) {
+                        v.hidden.insert(path.to_string(), info);
+                    }
+                    continue;
+                }
+                v.files.insert(path.to_string(), info);
+            }
+            for (path, r) in &st.removed {
+                if !v.files.contains_key(path) {
+                    v.hidden.entry(path.clone()).or_insert(FileInfo {
+                        blob: r.blob.clone(),
+                        mtime: r.at,
+                    });
+                }
+            }
+            for path in v.hidden.keys() {
+                let mut d = parent_of(path);
+                while !d.is_empty() {
+                    v.hidden_dirs.insert(d.to_string());
+                    d = parent_of(d);
+                }
+            }
+            for path in v.files.keys() {
+                let mut dir = String::new();
+                let comps: Vec<&str> = path.split('/').collect();
+                for (i, c) in comps.iter().enumerate() {
+                    let is_dir = i + 1 < comps.len();
+                    v.children
+                        .entry(dir.clone())
+                        .or_default()
+                        .entry(c.to_string())
+                        .or_insert(is_dir);
+                    if !dir.is_empty() {
+                        dir.push('/');
+                    }
+                    dir.push_str(c);
+                }
+            }
+            let v1 = snapshot.streams_v1(name);
+            if let Ok(rd) = std::fs::read_dir(&v1) {
+                for e in rd.flatten() {
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    v.generated.insert(
+                        e.file_name().to_string_lossy().into_owned(),
+                        (e.path(), size),
+                    );
+                }
+            }
+            streams.insert(name.clone(), v);
+        }
+        Ok(View {
+            generation: snapshot.generation,
+            snapshot,
+            mtime,
+            streams,
+        })
+    }
+}
+
+/// What a mount path names.
+#[derive(Clone, Debug)]
+enum Node {
+    Dir,
+    Blob(FileInfo),
+    Generated(PathBuf, u64),
+    /// A file being written, or written and waiting for its rename.
+    Pending(u64),
+}
+
+/// An open file handle.
+enum Handle {
+    /// A pool blob or a generated file: reads only.
+    Read(File),
+    /// Data being written at `path` (mount path).
+    Write {
+        path: String,
+        writer: Option<BlobWriter>,
+    },
+    /// A document being written into `streams/v1/`.
+    Meta { path: String, buf: Vec<u8> },
+    /// A closed document read back before its rename.
+    Bytes(Vec<u8>),
+    /// Already finalized (flushed): later flushes and the release do nothing.
+    Done,
+}
+
+/// A file closed under an rsync staging name, waiting for its rename.
+enum Parked {
+    Blob(Staged),
+    Meta(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Work {
+    /// Directories made by `mkdir` (or left by removals) that no item names
+    /// yet: what `cp -r` and `rm -r` need between their steps. Mount paths.
+    dirs: BTreeSet<String>,
+    parked: BTreeMap<String, Parked>,
+    /// Shared files (the `squashfs`) whose products do not exist yet.
+    loose: BTreeMap<String, BlobRef>,
+    /// Mount paths with an open writer → its size so far.
+    writing: BTreeMap<String, u64>,
+    /// Symlinks just turned into promotions: their target, shown once.
+    links: BTreeMap<String, String>,
+}
+
+/// The mount's filesystem.
+pub struct StreamFs {
+    store: Store,
+    owner: (u32, u32),
+    mountpoint: Option<PathBuf>,
+    inodes: InodeTable,
+    view: Mutex<Arc<View>>,
+    work: Mutex<Work>,
+    handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
+    next_fh: AtomicU64,
+}
+
+/// A mount path split at its stream.
+struct Place<'a> {
+    stream: &'a str,
+    rel: &'a str,
+}
+
+fn split(path: &str) -> Option<Place<'_>> {
+    if path.is_empty() {
+        return None;
+    }
+    let (stream, rel) = path.split_once('/').unwrap_or((path, ""));
+    Some(Place { stream, rel })
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+/// rsync's temporary name for `name`: `.name.XXXXXX`.
+pub fn staging_target(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('.')?;
+    let (base, suffix) = inner.rsplit_once('.')?;
+    (suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric()) && !base.is_empty())
+        .then_some(base)
+}
+
+fn is_v1(rel: &str) -> bool {
+    rel.starts_with("streams/v1/")
+}
+
+impl StreamFs {
+    /// The filesystem over `store`; `mountpoint` resolves absolute symlink
+    /// targets that point into the mount.
+    pub fn new(store: Store, mountpoint: Option<PathBuf>) -> FsResult<StreamFs> {
+        let meta = std::fs::metadata(store.root())?;
+        let view = View::build(&store)?;
+        Ok(StreamFs {
+            owner: (meta.uid(), meta.gid()),
+            store,
+            mountpoint,
+            inodes: InodeTable::default(),
+            view: Mutex::new(Arc::new(view)),
+            work: Mutex::new(Work::default()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The generation shown, after picking up any newer one (a commit by
+    /// `mountctl` beside the mount).
+    pub fn generation(&self) -> u64 {
+        self.current().generation
+    }
+
+    /// Every (inode, path) the kernel may hold, for cache invalidation.
+    pub fn known_inodes(&self) -> Vec<(u64, String)> {
+        self.inodes.all()
+    }
+
+    /// The current view; rebuilt when `meta/current` moved (one `readlink`).
+    fn current(&self) -> Arc<View> {
+        let v = self.view.lock().expect("view lock").clone();
+        match self.store.current_generation() {
+            Ok(g) if g != v.generation => self.reload().unwrap_or(v),
+            _ => v,
+        }
+    }
+
+    fn reload(&self) -> Option<Arc<View>> {
+        match View::build(&self.store) {
+            Ok(nv) => {
+                let nv = Arc::new(nv);
+                *self.view.lock().expect("view lock") = nv.clone();
+                let mut w = self.work.lock().expect("work lock");
+                // Shared files whose path became an item need no more care.
+                w.loose.retain(|p, _| {
+                    split(p).is_none_or(|pl| {
+                        nv.streams
+                            .get(pl.stream)
+                            .is_none_or(|s| !s.files.contains_key(pl.rel))
+                    })
+                });
+                Some(nv)
+            }
+            Err(e) => {
+                warn!("reloading the store failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
+        if caller.uid == 0 || caller.uid == self.owner.0 {
+            Ok(())
+        } else {
+            Err(refuse(
+                FsError::Denied(format!(
+                    "uid {} is neither root nor the store's owner",
+                    caller.uid
+                )),
+                op,
+                path,
+            ))
+        }
+    }
+
+    fn path_of(&self, ino: u64) -> FsResult<String> {
+        self.inodes.path(ino).ok_or(FsError::NotFound)
+    }
+
+    fn resolve(&self, view: &View, path: &str) -> Option<Node> {
+        let Some(Place { stream, rel }) = split(path) else {
+            return Some(Node::Dir);
+        };
+        let sv = view.streams.get(stream)?;
+        if rel.is_empty() || rel == "streams" || rel == "streams/v1" {
+            return Some(Node::Dir);
+        }
+        let w = self.work.lock().expect("work lock");
+        if let Some(name) = rel.strip_prefix("streams/v1/") {
+            if let Some((p, size)) = sv.generated.get(name) {
+                return Some(Node::Generated(p.clone(), *size));
+            }
+        } else if rel.starts_with("streams/") {
+            return None;
+        }
+        if let Some(f) = sv.files.get(rel) {
+            return Some(Node::Blob(f.clone()));
+        }
+        if sv.children.contains_key(rel) || w.dirs.contains(path) {
+            return Some(Node::Dir);
+        }
+        if let Some(size) = w.writing.get(path) {
+            return Some(Node::Pending(*size));
+        }
+        if let Some(p) = w.parked.get(path) {
+            return Some(Node::Pending(match p {
+                Parked::Blob(s) => s.blob.size,
+                Parked::Meta(b) => b.len() as u64,
+            }));
+        }
+        if let Some(f) = sv.hidden.get(rel) {
+            return Some(Node::Blob(f.clone()));
+        }
+        if sv.hidden_dirs.contains(rel) {
+            return Some(Node::Dir);
+        }
+        if let Some(b) = w.loose.get(path) {
+            return Some(Node::Blob(FileInfo {
+                blob: b.clone(),
+                mtime: view.mtime,
+            }));
+        }
+        None
+    }
+
+    fn attr_of(&self, view: &View, path: &str, node: &Node) -> Attr {
+        let ino = self.inodes.register(path);
+        let (uid, gid) = self.owner;
+        let base = Attr {
+            ino,
+            kind: Kind::File,
+            size: 0,
+            mtime: view.mtime,
+            perm: 0o444,
+            uid,
+            gid,
+            ttl_secs: 1,
+        };
+        match node {
+            Node::Dir => Attr {
+                kind: Kind::Dir,
+                perm: 0o755,
+                ..base
+            },
+            Node::Blob(f) => Attr {
+                size: f.blob.size,
+                mtime: f.mtime,
+                ..base
+            },
+            Node::Generated(_, size) => Attr {
+                size: *size,
+                ttl_secs: 0,
+                ..base
+            },
+            Node::Pending(size) => Attr {
+                size: *size,
+                perm: 0o644,
+                mtime: timefmt::now().timestamp(),
+                ttl_secs: 0,
+                ..base
+            },
+        }
+    }
+
+    fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        let view = self.current();
+        if let Some(target) = self.work.lock().expect("work lock").links.remove(path) {
+            // The reply to the symlink that promoted: shown once as a link
+            // (the kernel insists on it), a directory from then on.
+            let _ = target;
+            let (uid, gid) = self.owner;
+            return Ok(Attr {
+                ino: self.inodes.register(path),
+                kind: Kind::Symlink,
+                size: 0,
+                mtime: view.mtime,
+                perm: 0o777,
+                uid,
+                gid,
+                ttl_secs: 0,
+            });
+        }
+        let node = self.resolve(&view, path).ok_or(FsError::NotFound)?;
+        Ok(self.attr_of(&view, path, &node))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let p = self.path_of(parent)?;
+        self.stat_path(&join(&p, name))
+    }
+
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        if let Some(fh) = fh
+            && let Some(h) = self.handle(fh)
+        {
+            // An open generated file reports the size of the generation it
+            // opened.
+            if let Handle::Read(f) = &*h.lock().expect("handle lock")
+                && let Ok(mut a) = self.stat_path(&path)
+            {
+                a.size = f.metadata()?.len();
+                return Ok(a);
+            }
+        }
+        self.stat_path(&path)
+    }
+
+    /// Directory entries (`.` and `..` included): (inode, kind, name).
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<(u64, Kind, String)>> {
+        let path = self.path_of(ino)?;
+        let view = self.current();
+        match self.resolve(&view, &path) {
+            Some(Node::Dir) => {}
+            Some(_) => return Err(FsError::NotDir),
+            None => return Err(FsError::NotFound),
+        }
+        let mut names: BTreeMap<String, Kind> = BTreeMap::new();
+        match split(&path) {
+            None => {
+                for s in view.streams.keys() {
+                    names.insert(s.clone(), Kind::Dir);
+                }
+            }
+            Some(Place { stream, rel }) => {
+                let sv = &view.streams[stream];
+                if rel.is_empty() {
+                    names.insert("streams".into(), Kind::Dir);
+                }
+                if rel == "streams" {
+                    names.insert("v1".into(), Kind::Dir);
+                } else if rel == "streams/v1" {
+                    for n in sv.generated.keys() {
+                        names.insert(n.clone(), Kind::File);
+                    }
+                } else {
+                    for (n, is_dir) in sv.children.get(rel).into_iter().flatten() {
+                        names.insert(n.clone(), if *is_dir { Kind::Dir } else { Kind::File });
+                    }
+                    let w = self.work.lock().expect("work lock");
+                    for d in &w.dirs {
+                        if parent_of(d) == path {
+                            let n = d.rsplit('/').next().unwrap_or(d);
+                            names.entry(n.to_string()).or_insert(Kind::Dir);
+                        }
+                    }
+                }
+            }
+        }
+        let parent = parent_of(&path).to_string();
+        let mut out = vec![
+            (ino, Kind::Dir, ".".to_string()),
+            (self.inodes.register(&parent), Kind::Dir, "..".to_string()),
+        ];
+        for (n, k) in names {
+            out.push((self.inodes.register(&join(&path, &n)), k, n));
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        let _ = self.path_of(ino)?;
+        Err(FsError::Invalid("not a symlink".into()))
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .insert(fh, Arc::new(Mutex::new(h)));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Option<Arc<Mutex<Handle>>> {
+        self.handles.lock().expect("handles lock").get(&fh).cloned()
+    }
+
+    pub fn open(&self, caller: Caller, ino: u64, mode: OpenMode) -> FsResult<Opened> {
+        let path = self.path_of(ino)?;
+        let view = self.current();
+        let node = self.resolve(&view, &path).ok_or(FsError::NotFound)?;
+        if !mode.write {
+            // rsync reads its staging file back before the rename.
+            let parked = match self.work.lock().expect("work lock").parked.get(&path) {
+                Some(Parked::Blob(st)) => Some(Handle::Read(File::open(st.staging_path())?)),
+                Some(Parked::Meta(b)) => Some(Handle::Bytes(b.clone())),
+                None => None,
+            };
+            if let Some(h) = parked {
+                return Ok(Opened {
+                    fh: self.new_handle(h),
+                    backing: None,
+                    direct_io: true,
+                });
+            }
+            return match node {
+                Node::Dir => Err(FsError::IsDir),
+                Node::Blob(f) => {
+                    let file = File::open(self.store.pool().path(&f.blob.sha256))?;
+                    let backing = file.try_clone().ok();
+                    Ok(Opened {
+                        fh: self.new_handle(Handle::Read(file)),
+                        backing,
+                        direct_io: false,
+                    })
+                }
+                Node::Generated(p, _) => {
+                    let file = File::open(p)?;
+                    Ok(Opened {
+                        fh: self.new_handle(Handle::Read(file)),
+                        backing: None,
+                        direct_io: true,
+                    })
+                }
+                Node::Pending(_) => {
+                    Err(refuse(FsError::Busy("being written".into()), "open", &path))
+                }
+            };
+        }
+        self.may_write(caller, "open for writing", &path)?;
+        match node {
+            Node::Dir => Err(FsError::IsDir),
+            Node::Generated(..) => Ok(Opened {
+                fh: self.new_handle(Handle::Meta {
+                    path: path.clone(),
+                    buf: Vec::new(),
+                }),
+                backing: None,
+                direct_io: true,
+            }),
+            Node::Blob(_) if mode.truncate => self.open_writer(&path),
+            Node::Blob(_) => Err(refuse(
+                FsError::NotPermitted(
+                    "published items are immutable (only a rewrite from the start, O_TRUNC, with identical content is accepted)".into(),
+                ),
+                "open for writing",
+                &path,
+            )),
+            Node::Pending(_) => Err(refuse(
+                FsError::Busy("already being written".into()),
+                "open for writing",
+                &path,
+            )),
+        }
+    }
+
+    fn open_writer(&self, path: &str) -> FsResult<Opened> {
+        let writer = self.store.pool().writer()?;
+        self.work
+            .lock()
+            .expect("work lock")
+            .writing
+            .insert(path.to_string(), 0);
+        Ok(Opened {
+            fh: self.new_handle(Handle::Write {
+                path: path.to_string(),
+                writer: Some(writer),
+            }),
+            backing: None,
+            direct_io: false,
+        })
+    }
+
+    /// Checks that data written at `path` could be inserted: a pending item
+    /// declared by metadata, or a path the stream's templates explain.
+    fn check_insertable(&self, path: &str) -> FsResult<()> {
+        let Some(Place { stream, rel }) = split(path) else {
+            return Err(FsError::Denied("the root holds only streams".into()));
+        };
+        let cfg = self
+            .store
+            .config()
+            .stream(stream)
+            .map_err(|_| FsError::NotFound)?;
+        let target = match rel.rsplit_once('/') {
+            Some((d, n)) => join(d, staging_target(n).unwrap_or(n)),
+            None => staging_target(rel).unwrap_or(rel).to_string(),
+        };
+        let view = self.current();
+        let declared = view.snapshot.streams[stream]
+            .products
+            .items()
+            .any(|i| i.path() == Some(target.as_str()));
+        if declared || (RelPath::new(&target).is_ok() && cfg.layout.place(&target).is_some()) {
+            Ok(())
+        } else {
+            Err(FsError::Denied(format!(
+                "no path template of stream {stream} and no pending item explains '{target}'"
+            )))
+        }
+    }
+
+    /// `creat`/`open(O_CREAT)` of a new file.
+    pub fn create(&self, caller: Caller, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+        let p = self.path_of(parent)?;
+        let path = join(&p, name);
+        self.may_write(caller, "create", &path)?;
+        let view = self.current();
+        if self.resolve(&view, &path).is_some() {
+            return Err(FsError::Exists);
+        }
+        match self.resolve(&view, &p) {
+            Some(Node::Dir) => {}
+            Some(_) => return Err(FsError::NotDir),
+            None => return Err(FsError::NotFound),
+        }
+        let Some(Place { rel, .. }) = split(&path) else {
+            return Err(refuse(
+                FsError::Denied("the root holds only streams".into()),
+                "create",
+                &path,
+            ));
+        };
+        let opened = if is_v1(rel) {
+            self.work
+                .lock()
+                .expect("work lock")
+                .writing
+                .insert(path.clone(), 0);
+            Opened {
+                fh: self.new_handle(Handle::Meta {
+                    path: path.clone(),
+                    buf: Vec::new(),
+                }),
+                backing: None,
+                direct_io: true,
+            }
+        } else {
+            self.check_insertable(&path)
+                .map_err(|e| refuse(e, "create", &path))?;
+            self.open_writer(&path)?
+        };
+        let attr = self.attr_of(&view, &path, &Node::Pending(0));
+        Ok((attr, opened))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh).ok_or(FsError::BadHandle)?;
+        let h = h.lock().expect("handle lock");
+        match &*h {
+            Handle::Read(f) => {
+                let mut buf = vec![0u8; size as usize];
+                let mut n = 0;
+                while n < buf.len() {
+                    match f.read_at(&mut buf[n..], offset + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Handle::Write {
+                writer: Some(w), ..
+            } => {
+                let mut buf = vec![0u8; size as usize];
+                let n = w.file().read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                Ok(buf)
+            }
+            Handle::Meta { buf, .. } | Handle::Bytes(buf) => {
+                let start = (offset as usize).min(buf.len());
+                let end = (start + size as usize).min(buf.len());
+                Ok(buf[start..end].to_vec())
+            }
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh).ok_or(FsError::BadHandle)?;
+        let mut h = h.lock().expect("handle lock");
+        match &mut *h {
+            Handle::Write {
+                path,
+                writer: Some(w),
+            } => {
+                w.write_at(offset, data)?;
+                self.work
+                    .lock()
+                    .expect("work lock")
+                    .writing
+                    .insert(path.clone(), w.len());
+            }
+            Handle::Meta { path, buf } => {
+                let end = offset as usize + data.len();
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                buf[offset as usize..end].copy_from_slice(data);
+                self.work
+                    .lock()
+                    .expect("work lock")
+                    .writing
+                    .insert(path.clone(), buf.len() as u64);
+            }
+            _ => return Err(FsError::BadHandle),
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `close` (FLUSH): the insert happens here, so the writer learns of a
+    /// refusal or a checksum mismatch from `close` itself.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.handle(fh) else {
+            return Ok(());
+        };
+        let mut h = h.lock().expect("handle lock");
+        let taken = match &*h {
+            Handle::Write { .. } | Handle::Meta { .. } => std::mem::replace(&mut *h, Handle::Done),
+            _ => return Ok(()),
+        };
+        match taken {
+            Handle::Write { path, writer } => {
+                self.work.lock().expect("work lock").writing.remove(&path);
+                let staged = writer.expect("writer until flushed").finish()?;
+                self.finish_blob(&path, staged)
+            }
+            Handle::Meta { path, buf } => {
+                self.work.lock().expect("work lock").writing.remove(&path);
+                self.finish_meta(&path, buf)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let r = self.flush(fh);
+        self.handles.lock().expect("handles lock").remove(&fh);
+        r
+    }
+
+    fn finish_blob(&self, path: &str, staged: Staged) -> FsResult<()> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if staging_target(name).is_some() {
+            self.work
+                .lock()
+                .expect("work lock")
+                .parked
+                .insert(path.to_string(), Parked::Blob(staged));
+            return Ok(());
+        }
+        self.insert_blob(path, staged)
+            .map_err(|e| refuse(e, "insert", path))
+    }
+
+    fn insert_blob(&self, path: &str, staged: Staged) -> FsResult<()> {
+        let Some(Place { stream, rel }) = split(path) else {
+            return Err(FsError::NotFound);
+        };
+        let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
+        let mut txn = self.store.begin()?;
+        let outcome = put_blob(&mut txn, stream, &rel, staged)?;
+        if let PutOutcome::Unattached(b) = &outcome {
+            info!(
+                "{path}: shared file kept aside until a product of its version exists (sha256 {})",
+                b.sha256
+            );
+            self.work
+                .lock()
+                .expect("work lock")
+                .loose
+                .insert(path.to_string(), b.clone());
+        }
+        self.attach_loose(&mut txn, stream)?;
+        let report = txn.commit()?;
+        info!(
+            "inserted {path}: {outcome:?} (generation {})",
+            report.generation
+        );
+        self.reload();
+        Ok(())
+    }
+
+    /// Gives shared files kept aside to the products that now exist.
+    fn attach_loose(&self, txn: &mut streamfs_core::store::Txn<'_>, stream: &str) -> FsResult<()> {
+        let loose: Vec<(String, BlobRef)> = self
+            .work
+            .lock()
+            .expect("work lock")
+            .loose
+            .iter()
+            .filter(|(p, _)| split(p).is_some_and(|pl| pl.stream == stream))
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
+        for (p, b) in loose {
+            let rel =
+                RelPath::new(split(&p).expect("stream path").rel).map_err(FsError::Invalid)?;
+            if !attach_shared(txn, stream, &rel, &b)?.is_empty() {
+                self.work.lock().expect("work lock").loose.remove(&p);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_meta(&self, path: &str, buf: Vec<u8>) -> FsResult<()> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if staging_target(name).is_some() {
+            self.work
+                .lock()
+                .expect("work lock")
+                .parked
+                .insert(path.to_string(), Parked::Meta(buf));
+            return Ok(());
+        }
+        self.insert_meta(path, &buf)
+            .map_err(|e| refuse(e, "metadata insert", path))
+    }
+
+    /// A document written into `streams/v1/`: a products file is inserted
+    /// by metadata; an index (a build's own) and signatures are accepted and
+    /// ignored, since the mount generates and signs its own.
+    fn insert_meta(&self, path: &str, buf: &[u8]) -> FsResult<()> {
+        let Some(Place { stream, .. }) = split(path) else {
+            return Err(FsError::NotFound);
+        };
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !name.ends_with(".json") {
+            info!("{path}: ignored (signatures are generated by the mount)");
+            return Ok(());
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let doc = streamfs_core::json::parse_object(path, buf)?;
+        match doc.get("format").and_then(serde_json::Value::as_str) {
+            Some("index:1.0") => {
+                info!("{path}: a build's index, ignored (the mount generates its own)");
+                return Ok(());
+            }
+            Some("products:1.0") | None => {}
+            Some(other) => {
+                return Err(FsError::Invalid(format!(
+                    "format '{other}' is neither products:1.0 nor index:1.0"
+                )));
+            }
+        }
+        let products = Products::from_map(path, doc)?;
+        let mut txn = self.store.begin()?;
+        let report = insert_metadata(&mut txn, stream, &products)?;
+        self.attach_loose(&mut txn, stream)?;
+        let c = txn.commit()?;
+        info!(
+            "inserted metadata {path}: {} versions added, {} existing, {} superseded, {} items pending (generation {})",
+            report.added.len(),
+            report.existing.len(),
+            report.superseded.len(),
+            report.pending,
+            c.generation
+        );
+        self.reload();
+        Ok(())
+    }
+
+    pub fn mkdir(&self, caller: Caller, parent: u64, name: &str) -> FsResult<Attr> {
+        let p = self.path_of(parent)?;
+        let path = join(&p, name);
+        self.may_write(caller, "mkdir", &path)?;
+        let view = self.current();
+        if self.resolve(&view, &path).is_some() {
+            return Err(FsError::Exists);
+        }
+        match self.resolve(&view, &p) {
+            Some(Node::Dir) => {}
+            Some(_) => return Err(FsError::NotDir),
+            None => return Err(FsError::NotFound),
+        }
+        let ok = match split(&path) {
+            None => false,
+            Some(Place { stream, rel }) => {
+                !rel.is_empty()
+                    && !rel.starts_with("streams/")
+                    && rel != "streams"
+                    && self
+                        .store
+                        .config()
+                        .stream(stream)
+                        .is_ok_and(|c| c.layout.allows_dir(rel))
+            }
+        };
+        if !ok {
+            return Err(refuse(
+                FsError::Denied("no path template of the stream has such a directory".into()),
+                "mkdir",
+                &path,
+            ));
+        }
+        self.work
+            .lock()
+            .expect("work lock")
+            .dirs
+            .insert(path.clone());
+        Ok(self.attr_of(&view, &path, &Node::Dir))
+    }
+
+    pub fn unlink(&self, caller: Caller, parent: u64, name: &str) -> FsResult<()> {
+        let p = self.path_of(parent)?;
+        let path = join(&p, name);
+        self.may_write(caller, "unlink", &path)?;
+        {
+            let mut w = self.work.lock().expect("work lock");
+            if w.parked.remove(&path).is_some() || w.loose.remove(&path).is_some() {
+                return Ok(());
+            }
+        }
+        let view = self.current();
+        let Some(Place { stream, rel }) = split(&path) else {
+            return Err(FsError::NotPermitted("the root holds only streams".into()));
+        };
+        match self.resolve(&view, &path) {
+            None => return Err(FsError::NotFound),
+            Some(Node::Dir) => return Err(FsError::IsDir),
+            Some(Node::Generated(..)) => {
+                return Err(refuse(
+                    FsError::NotPermitted("generated metadata cannot be removed".into()),
+                    "unlink",
+                    &path,
+                ));
+            }
+            Some(Node::Pending(_)) => {
+                return Err(refuse(
+                    FsError::Busy("being written".into()),
+                    "unlink",
+                    &path,
+                ));
+            }
+            Some(Node::Blob(_)) => {}
+        }
+        if !view.streams[stream].files.contains_key(rel) {
+            // A removed path, still readable until reaped, or an item of a
+            // version not published yet.
+            return Err(FsError::NotFound);
+        }
+        let mut txn = self.store.begin()?;
+        let n = remove_path(&mut txn, stream, rel)?;
+        let c = txn.commit()?;
+        info!(
+            "removed {path}: {n} items, {} new orphans (generation {})",
+            c.new_orphans.len(),
+            c.generation
+        );
+        // Keep the emptied directories until `rm -r` removes them.
+        let mut d = parent_of(&path);
+        let mut w = self.work.lock().expect("work lock");
+        while d.contains('/') {
+            w.dirs.insert(d.to_string());
+            d = parent_of(d);
+        }
+        drop(w);
+        self.reload();
+        Ok(())
+    }
+
+    pub fn rmdir(&self, caller: Caller, parent: u64, name: &str) -> FsResult<()> {
+        let p = self.path_of(parent)?;
+        let path = join(&p, name);
+        self.may_write(caller, "rmdir", &path)?;
+        let view = self.current();
+        let Some(Place { stream, rel }) = split(&path) else {
+            return Err(FsError::NotPermitted("the root holds only streams".into()));
+        };
+        match self.resolve(&view, &path) {
+            None => return Err(FsError::NotFound),
+            Some(Node::Dir) => {}
+            Some(_) => return Err(FsError::NotDir),
+        }
+        if rel.is_empty() || rel == "streams" || rel == "streams/v1" {
+            return Err(refuse(
+                FsError::NotPermitted("streams and their metadata directories stay".into()),
+                "rmdir",
+                &path,
+            ));
+        }
+        let mut w = self.work.lock().expect("work lock");
+        let has_sub = w.dirs.iter().any(|d| parent_of(d) == path);
+        if view.streams[stream].children.contains_key(rel) || has_sub {
+            return Err(FsError::NotEmpty);
+        }
+        w.dirs.remove(&path);
+        Ok(())
+    }
+
+    /// `ln -s TARGET LINK`: a promotion when TARGET is a version directory
+    /// (or below) of another stream and LINK the same path in this one.
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &str,
+        target: &Path,
+    ) -> FsResult<Attr> {
+        let p = self.path_of(parent)?;
+        let path = join(&p, name);
+        self.may_write(caller, "symlink", &path)?;
+        self.promote_link(&p, &path, target)
+            .map_err(|e| refuse(e, "symlink", &format!("{path} -> {}", target.display())))?;
+        self.work
+            .lock()
+            .expect("work lock")
+            .links
+            .insert(path.clone(), target.display().to_string());
+        self.stat_path(&path)
+    }
+
+    fn promote_link(&self, parent: &str, path: &str, target: &Path) -> FsResult<()> {
+        let resolved = self.resolve_link_target(parent, target).ok_or_else(|| {
+            FsError::NotPermitted("symlinks may only point at a version of another stream".into())
+        })?;
+        let (Some(to), Some(from)) = (split(path), split(&resolved)) else {
+            return Err(FsError::NotPermitted(
+                "symlinks may only point at a version of another stream".into(),
+            ));
+        };
+        if from.stream == to.stream {
+            return Err(FsError::NotPermitted(
+                "a promotion needs two different streams".into(),
+            ));
+        }
+        if from.rel != to.rel {
+            return Err(FsError::Invalid(format!(
+                "a promotion keeps paths: link {} in stream {} to the same path in stream {}",
+                from.rel, to.stream, from.stream
+            )));
+        }
+        let view = self.current();
+        let src = view
+            .snapshot
+            .streams
+            .get(from.stream)
+            .ok_or(FsError::NotFound)?;
+        if self.resolve(&view, path).is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut products = BTreeSet::new();
+        let mut versions = BTreeSet::new();
+        for i in src.products.items() {
+            if i.path()
+                .and_then(|ip| RelPath::new(ip).ok())
+                .is_some_and(|ip| ip.is_under(from.rel))
+            {
+                products.insert(i.product.to_string());
+                versions.insert(i.version.to_string());
+            }
+        }
+        let version = match (versions.len(), versions.first()) {
+            (1, Some(v)) if from.rel.split('/').any(|c| c == v) => v.clone(),
+            (0, _) => {
+                return Err(FsError::NotPermitted(format!(
+                    "stream {} has no items under {}",
+                    from.stream, from.rel
+                )));
+            }
+            _ => {
+                return Err(FsError::NotPermitted(format!(
+                    "{} is not a version directory (or below one) of stream {}",
+                    from.rel, from.stream
+                )));
+            }
+        };
+        let alternation: Vec<String> = products.iter().map(|p| escape_regex(p)).collect();
+        let filter = ItemFilter::parse(&format!("product_name~^({})$", alternation.join("|")))?;
+        let mut txn = self.store.begin()?;
+        let report = promote_in(
+            &mut txn,
+            &PromoteRequest {
+                from: from.stream,
+                to: to.stream,
+                version: &version,
+                label: None,
+                filters: &[filter],
+                dry_run: false,
+            },
+        )?;
+        if report.added.is_empty() {
+            return Err(FsError::Exists);
+        }
+        let c = txn.commit()?;
+        info!(
+            "promoted {resolved} to {path}: {} product versions (generation {})",
+            report.added.len(),
+            c.generation
+        );
+        self.reload();
+        Ok(())
+    }
+
+    /// The mount path a symlink target names, lexically (`..` climbs the
+    /// link's directory); absolute targets must lie in the mount.
+    fn resolve_link_target(&self, parent: &str, target: &Path) -> Option<String> {
+        let (mut comps, rest): (Vec<String>, &Path) = if target.is_absolute() {
+            let mnt = self.mountpoint.as_ref()?;
+            (vec![], target.strip_prefix(mnt).ok()?)
+        } else {
+            (
+                parent
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+                target,
+            )
+        };
+        for c in rest.components() {
+            match c {
+                Component::Normal(n) => comps.push(n.to_str()?.to_string()),
+                Component::ParentDir => {
+                    comps.pop()?;
+                }
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(comps.join("/"))
+    }
+
+    /// `rename`: rsync's staging file onto its final name is the insert.
+    pub fn rename(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+    ) -> FsResult<()> {
+        let from = join(&self.path_of(parent)?, name);
+        let to = join(&self.path_of(newparent)?, newname);
+        self.may_write(caller, "rename", &from)?;
+        let same_stream = split(&from).map(|p| p.stream) == split(&to).map(|p| p.stream);
+        let parked = if same_stream {
+            self.work.lock().expect("work lock").parked.remove(&from)
+        } else {
+            None
+        };
+        let what = format!("{from} -> {to}");
+        match parked {
+            Some(Parked::Blob(staged)) => {
+                self.check_insertable(&to)
+                    .map_err(|e| refuse(e, "rename", &what))?;
+                self.insert_blob(&to, staged)
+                    .map_err(|e| refuse(e, "rename", &what))
+            }
+            Some(Parked::Meta(buf)) => {
+                if !split(&to).is_some_and(|p| is_v1(p.rel)) {
+                    return Err(refuse(
+                        FsError::NotPermitted("metadata stays in streams/v1".into()),
+                        "rename",
+                        &what,
+                    ));
+                }
+                self.insert_meta(&to, &buf)
+                    .map_err(|e| refuse(e, "rename", &what))
+            }
+            None => Err(refuse(
+                FsError::NotPermitted(
+                    "only a staging file written through the mount can be renamed (onto its final name)".into(),
+                ),
+                "rename",
+                &what,
+            )),
+        }
+    }
+
+    /// `chmod`, `chown`, `utimes` succeed without effect; a size change is
+    /// only possible on data being written.
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, size: Option<u64>) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        if let Some(size) = size {
+            let h = match fh.and_then(|fh| self.handle(fh)) {
+                Some(h) => Some(h),
+                None => self.writer_of(&path),
+            };
+            let mut done = false;
+            if let Some(h) = h {
+                let mut h = h.lock().expect("handle lock");
+                match &mut *h {
+                    Handle::Write {
+                        writer: Some(w), ..
+                    } => {
+                        w.set_len(size)?;
+                        self.work
+                            .lock()
+                            .expect("work lock")
+                            .writing
+                            .insert(path.clone(), size);
+                        done = true;
+                    }
+                    Handle::Meta { buf, .. } => {
+                        buf.resize(size as usize, 0);
+                        done = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !done && self.stat_path(&path)?.size != size {
+                return Err(refuse(
+                    FsError::NotPermitted("published items are immutable".into()),
+                    "truncate",
+                    &path,
+                ));
+            }
+        }
+        self.getattr(ino, fh)
+    }
+
+    fn writer_of(&self, path: &str) -> Option<Arc<Mutex<Handle>>> {
+        let handles = self.handles.lock().expect("handles lock");
+        handles
+            .values()
+            .find(|h| {
+                h.try_lock().is_ok_and(|h| match &*h {
+                    Handle::Write { path: p, .. } | Handle::Meta { path: p, .. } => p == path,
+                    _ => false,
+                })
+            })
+            .cloned()
+    }
+
+    /// Whether any inode is the root (for the adapter's sanity checks).
+    pub fn is_root(ino: u64) -> bool {
+        ino == ROOT
+    }
+
+    /// The inode number of a mount path, registering it.
+    pub fn ino(&self, path: &str) -> u64 {
+        let _ = ino_of(path);
+        self.inodes.register(path)
+    }
+}
+
+fn escape_regex(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOT_CALLER: Caller = Caller { uid: 0 };
+
+    fn fs() -> (tempfile::TempDir, StreamFs) {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(&d.path().join("store")).unwrap();
+        let fs = StreamFs::new(store, None).unwrap();
+        (d, fs)
+    }
+
+    fn mkdirs(fs: &StreamFs, path: &str) -> u64 {
+        let mut ino = ROOT;
+        for c in path.split('/') {
+            ino = match fs.lookup(ino, c) {
+                Ok(a) => a.ino,
+                Err(_) => fs.mkdir(ROOT_CALLER, ino, c).unwrap().ino,
+            };
+        }
+        ino
+    }
+
+    fn write_file(fs: &StreamFs, dir: u64, name: &str, data: &[u8]) -> FsResult<()> {
+        let (_, o) = fs.create(ROOT_CALLER, dir, name)?;
+        fs.write(o.fh, 0, data)?;
+        fs.release(o.fh)
+    }
+
+    #[test]
+    fn the_root_lists_the_streams_and_each_stream_its_metadata() {
+        let (_d, fs) = fs();
+        let names: Vec<String> = fs.readdir(ROOT).unwrap().into_iter().map(|e| e.2).collect();
+        assert_eq!(names, [".", "..", "daily", "released"]);
+        let daily = fs.lookup(ROOT, "daily").unwrap();
+        let streams = fs.lookup(daily.ino, "streams").unwrap();
+        let v1 = fs.lookup(streams.ino, "v1").unwrap();
+        let files: Vec<String> = fs
+            .readdir(v1.ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.2)
+            .collect();
+        assert!(files.contains(&"index.json".to_string()), "{files:?}");
+    }
+
+    #[test]
+    fn a_file_closed_at_a_template_path_is_inserted_and_unlinked_again() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        write_file(&fs, dir, "boot-kernel", b"kernel").unwrap();
+        let a = fs.lookup(dir, "boot-kernel").unwrap();
+        assert_eq!((a.size, a.perm, a.kind), (6, 0o444, Kind::File));
+        let o = fs.open(ROOT_CALLER, a.ino, OpenMode::default()).unwrap();
+        assert_eq!(fs.read(o.fh, 0, 100).unwrap(), b"kernel");
+        fs.release(o.fh).unwrap();
+        // Not explained by any template: refused at create.
+        let top = fs.lookup(ROOT, "daily").unwrap().ino;
+        assert!(matches!(
+            write_file(&fs, top, "stray", b"x"),
+            Err(FsError::Denied(_))
+        ));
+        // Nobody but root and the owner writes.
+        assert!(matches!(
+            fs.create(Caller { uid: 4242 }, dir, "boot-initrd"),
+            Err(FsError::Denied(_))
+        ));
+        fs.unlink(ROOT_CALLER, dir, "boot-kernel").unwrap();
+        assert_eq!(fs.readdir(dir).unwrap().len(), 2);
+        // Still readable by path until reaped.
+        assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
+        // The emptied directory stays until rmdir, as `rm -r` expects.
+        let up = fs.ino("daily/noble/amd64/20250101/ga-24.04");
+        fs.rmdir(ROOT_CALLER, up, "generic").unwrap();
+        let listed: Vec<String> = fs.readdir(up).unwrap().into_iter().map(|e| e.2).collect();
+        assert!(!listed.contains(&"generic".to_string()), "{listed:?}");
+        // …while the removed path below it stays resolvable.
+        let generic = fs.lookup(up, "generic").unwrap();
+        assert_eq!(fs.lookup(generic.ino, "boot-kernel").unwrap().size, 6);
+    }
+
+    #[test]
+    fn rsync_staging_files_are_inserted_at_their_rename() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        write_file(&fs, dir, ".boot-kernel.AbC123", b"k").unwrap();
+        assert!(fs.lookup(dir, "boot-kernel").is_err());
+        assert_eq!(fs.lookup(dir, ".boot-kernel.AbC123").unwrap().size, 1);
+        fs.rename(ROOT_CALLER, dir, ".boot-kernel.AbC123", dir, "boot-kernel")
+            .unwrap();
+        assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 1);
+        assert!(fs.lookup(dir, ".boot-kernel.AbC123").is_err());
+    }
+
+    #[test]
+    fn staging_names_are_recognised() {
+        assert_eq!(staging_target(".squashfs.Xy12Zq"), Some("squashfs"));
+        assert_eq!(staging_target(".a.b.json.abcdef"), Some("a.b.json"));
+        assert_eq!(staging_target("squashfs"), None);
+        assert_eq!(staging_target(".x.abc"), None);
+    }
+}

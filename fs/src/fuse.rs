@@ -1,0 +1,462 @@
+//! The fuser adapter: unpacks kernel requests, calls the filesystem API,
+//! replies. Only two decisions live here because they are about the kernel
+//! protocol: FUSE passthrough for pool blobs, and cache lifetimes.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{info, warn};
+
+use crate::errno::errno;
+use crate::fs::{Attr, Caller, FsError, Kind, OpenMode, StreamFs};
+
+/// The mounted filesystem.
+pub struct FuseFs {
+    fs: Arc<StreamFs>,
+    passthrough: bool,
+    /// Passthrough needs one backing id per inode while any handle is open.
+    backing: Mutex<Backing>,
+    warned_daemon_reads: AtomicBool,
+}
+
+#[derive(Default)]
+struct Backing {
+    by_handle: HashMap<u64, Arc<BackingId>>,
+    by_inode: HashMap<u64, Weak<BackingId>>,
+}
+
+impl FuseFs {
+    pub fn new(fs: Arc<StreamFs>, passthrough: bool) -> FuseFs {
+        FuseFs {
+            fs,
+            passthrough,
+            backing: Mutex::new(Backing::default()),
+            warned_daemon_reads: AtomicBool::new(false),
+        }
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid() }
+}
+
+fn err(e: &FsError) -> Errno {
+    Errno::from_i32(errno(e))
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+fn time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let t = time(a.mtime);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+            Kind::Symlink => FileType::Symlink,
+        },
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn ttl(a: &Attr) -> Duration {
+    Duration::from_secs(a.ttl_secs)
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.passthrough {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            if !ok {
+                self.passthrough = false;
+                warn!("the kernel offers no FUSE passthrough: reads are answered by the daemon");
+            } else {
+                info!("FUSE passthrough enabled for pool blobs");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = name_str(name).and_then(|n| self.fs.lookup(parent.0, n).map_err(|e| err(&e)));
+        match r {
+            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.fs.setattr(ino.0, fh.map(|f| f.0), size) {
+            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = name_str(name)
+            .and_then(|n| self.fs.mkdir(caller(req), parent.0, n).map_err(|e| err(&e)));
+        match r {
+            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| {
+            self.fs
+                .unlink(caller(req), parent.0, n)
+                .map_err(|e| err(&e))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name)
+            .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = name_str(link_name).and_then(|n| {
+            self.fs
+                .symlink(caller(req), parent.0, n, target)
+                .map_err(|e| err(&e))
+        });
+        match r {
+            // A zero lifetime: the next lookup shows the promoted directory.
+            Ok(a) => reply.entry(&Duration::ZERO, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if !flags.is_empty() {
+            warn!("refused rename with flags {flags}");
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let r = name_str(name).and_then(|n| {
+            let nn = name_str(newname)?;
+            self.fs
+                .rename(caller(req), parent.0, n, newparent.0, nn)
+                .map_err(|e| err(&e))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        warn!("refused link {newname:?} to inode {ino:?}: hard links are not supported");
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode = OpenMode {
+            write: flags.acc_mode() != OpenAccMode::O_RDONLY,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+        };
+        let opened = match self.fs.open(caller(req), ino.0, mode) {
+            Ok(o) => o,
+            Err(e) => return reply.error(err(&e)),
+        };
+        let mut fl = FopenFlags::empty();
+        if opened.direct_io {
+            fl |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        if let Some(file) = opened.backing {
+            if self.passthrough {
+                let mut b = self.backing.lock().expect("backing lock");
+                let id = match b.by_inode.get(&ino.0).and_then(Weak::upgrade) {
+                    Some(id) => Ok(id),
+                    None => reply.open_backing(&file).map(Arc::new),
+                };
+                match id {
+                    Ok(id) => {
+                        b.by_inode.insert(ino.0, Arc::downgrade(&id));
+                        b.by_handle.insert(opened.fh, id.clone());
+                        drop(b);
+                        reply.opened_passthrough(FileHandle(opened.fh), fl, &id);
+                        return;
+                    }
+                    Err(e) => warn!("passthrough refused for inode {}: {e}", ino.0),
+                }
+            }
+            if !self.warned_daemon_reads.swap(true, Ordering::Relaxed) {
+                info!("reads of pool blobs are answered by the daemon (no passthrough)");
+            }
+        }
+        reply.opened(FileHandle(opened.fh), fl);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.backing
+            .lock()
+            .expect("backing lock")
+            .by_handle
+            .remove(&fh.0);
+        match self.fs.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Data is fsynced when it enters the pool, at close.
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(&e)),
+        };
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            let kind = match kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+                Kind::Symlink => FileType::Symlink,
+            };
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Writes are checked where they happen (root and the store's owner
+        // only); everything else is readable by whoever the mount lets in.
+        match self.fs.getattr(ino.0, None) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = name_str(name).and_then(|n| {
+            self.fs
+                .create(caller(req), parent.0, n)
+                .map_err(|e| err(&e))
+        });
+        match r {
+            Ok((a, o)) => {
+                let fl = if o.direct_io {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.created(
+                    &ttl(&a),
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(o.fh),
+                    fl,
+                )
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Real mounts for the end-to-end tests: a [`Mount`] guard runs `streamfs`
+//! on a fresh mount point and never leaves the mount behind, even when the
+//! test panics.
+//!
+//! Self-contained on purpose (binary lookup, fixtures, skips) so it does not
+//! depend on how the other helpers evolve.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A prerequisite is missing: a visible `SKIP:` line, or a failure under CI
+/// (`CI=true`), so CI never passes by testing nothing.
+pub fn skip<T>(what: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} (required when CI=true)");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIP: {what}");
+    None
+}
+
+/// `$STREAMFS_FIXTURES`, else `/work/shared/fixtures`.
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = std::env::var_os("STREAMFS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
+    if dir.join("maas-images").is_dir() {
+        Some(dir)
+    } else {
+        skip(&format!(
+            "fixtures not found at {} (set STREAMFS_FIXTURES)",
+            dir.display()
+        ))
+    }
+}
+
+/// A meph2-build output of the util scenario (`build-20250101.d`, …).
+pub fn build_dir(version: &str) -> Option<PathBuf> {
+    let d = fixtures()?
+        .join("maas-images/golden/util-scenario/builds")
+        .join(format!("build-{version}.d"));
+    if d.is_dir() {
+        Some(d)
+    } else {
+        skip(&format!("{} missing", d.display()))
+    }
+}
+
+/// Mounting needs root and /dev/fuse.
+pub fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || !Path::new("/dev/fuse").exists() {
+        return skip::<()>("mount tests need root and /dev/fuse").is_some();
+    }
+    true
+}
+
+/// A workspace binary (`streamfs`, `mountctl`) of the tests' profile, built
+/// with `cargo build -p PACKAGE` on first use (integration tests only get
+/// their own package's binaries built).
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    static BINS: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let bins = BINS.get_or_init(Default::default);
+    let mut bins = bins.lock().expect("bins lock");
+    if let Some(b) = bins.get(name) {
+        return b.clone();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable under target/<profile>/deps")
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bins.insert(name.to_string(), bin.clone());
+    bin
+}
+
+/// Whether `mnt` is a mount point now (per /proc/mounts).
+pub fn is_mounted(mnt: &Path) -> bool {
+    let m = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let want = mnt.to_string_lossy();
+    m.lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_ref()))
+}
+
+/// A running `streamfs STORE MNT`. Dropping it unmounts (`umount`, then
+/// `umount -l` if busy) and reaps the daemon.
+pub struct Mount {
+    _dir: tempfile::TempDir,
+    mnt: PathBuf,
+    store: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mount {
+    /// Mounts `store` (created when absent) on a new mount point.
+    pub fn new(store: &Path) -> Mount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mount point");
+        let log = dir.path().join("streamfs.log");
+        let child = Command::new(workspace_bin("streamfs", "streamfs"))
+            .arg(store)
+            .arg(&mnt)
+            .arg("--foreground")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawning streamfs");
+        let mut m = Mount {
+            _dir: dir,
+            mnt,
+            store: store.to_path_buf(),
+            log,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !is_mounted(&m.mnt) {
+            if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("streamfs exited ({st}) before mounting:\n{}", m.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamfs did not mount within 20s:\n{}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts cleanly through the daemon's SIGTERM handler and checks it
+    /// exits 0.
+    pub fn unmount(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamfs did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "streamfs exited with {status}:\n{}",
+            self.log_text()
+        );
+        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let ok = Command::new("umount")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every file under `root` with its bytes (symlinks as their target):
+/// compares stores byte for byte.
+pub fn tree_bytes(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, t.to_string_lossy().as_bytes().to_vec());
+            } else if ft.is_dir() {
+                out.insert(format!("{rel}/"), vec![]);
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A listing of a mounted tree: path → (is_dir, size, mode, inode).
+pub fn listing(root: &Path) -> BTreeMap<String, (bool, u64, u32, u64)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (bool, u64, u32, u64)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let is_dir = m.is_dir();
+            out.insert(
+                rel,
+                (is_dir, if is_dir { 0 } else { m.len() }, m.mode(), m.ino()),
+            );
+            if is_dir {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}

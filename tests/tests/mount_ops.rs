@@ -1,0 +1,298 @@
+//! The mount driven by ordinary tools on a real FUSE mount: `cp -r`, `cat`,
+//! `ls -l`, `rm -r`, `ln -s`, and remounting (DESIGN §3).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use streamfs_core::store::Store;
+use streamfs_core::streams::Products;
+use streamfs_core::streams::flatten::flatten;
+use streamfs_tests::mount::{Mount, build_dir, can_mount, listing, tree_bytes, workspace_bin};
+
+const DAILY_PRODUCTS: &str = "com.ubuntu.maas:daily:v3:download.json";
+
+fn sh(cmd: &str) -> (bool, String) {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(cmd: &str) {
+    let (success, err) = sh(cmd);
+    assert!(success, "`{cmd}` failed: {err}");
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// The flattened items of a products file, without `updated`.
+fn flat(path: &Path) -> BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let p = Products::parse(&path.display().to_string(), &bytes).unwrap();
+    flatten(&p)
+        .into_iter()
+        .map(|mut i| {
+            i.remove("updated");
+            Value::Object(i).to_string()
+        })
+        .collect()
+}
+
+fn generated(store: &Path, stream: &str, name: &str) -> PathBuf {
+    let s = Store::open(store).unwrap();
+    s.snapshot().unwrap().streams_v1(stream).join(name)
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: PathBuf,
+}
+
+fn setup() -> Option<Setup> {
+    if !can_mount() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    Some(Setup { _dir: dir, store })
+}
+
+#[test]
+fn cp_r_of_a_build_equals_mountctl_insert_and_reads_back_the_blobs() {
+    let Some(build) = build_dir("20250101") else {
+        return;
+    };
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("cp -r {}/. {}", q(&build), q(&daily)));
+
+    // The reference: mountctl insert of the same build into another store.
+    let other = s._dir.path().join("other");
+    let mctl = workspace_bin("mountctl", "mountctl");
+    let st = Command::new(&mctl)
+        .arg("--store")
+        .arg(&other)
+        .arg("init")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new(&mctl)
+        .arg("--store")
+        .arg(&other)
+        .arg("insert")
+        .arg(&build)
+        .arg("daily")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let want = flat(&generated(&other, "daily", DAILY_PRODUCTS));
+    let got_mount = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    let got_store = flat(&generated(&s.store, "daily", DAILY_PRODUCTS));
+    assert!(!want.is_empty());
+    assert_eq!(got_store, want, "{}", m.log_text());
+    assert_eq!(got_mount, want);
+
+    // Every item reads back as its pool blob, with its size and mode 0444.
+    let store = Store::open(&s.store).unwrap();
+    let mut n = 0;
+    for item in &want {
+        let item: Value = serde_json::from_str(item).unwrap();
+        let path = item["path"].as_str().unwrap();
+        let sha = item["sha256"].as_str().unwrap();
+        let in_mount = daily.join(path);
+        let meta = std::fs::metadata(&in_mount).unwrap();
+        // Flattened values are strings, as sstream-query prints them.
+        let size: u64 = item["size"].as_str().unwrap().parse().unwrap();
+        assert_eq!(meta.len(), size, "{path}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444, "{path}");
+        let out = Command::new("cat").arg(&in_mount).output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, std::fs::read(store.pool().path(sha)).unwrap());
+        assert_eq!(out.stdout, std::fs::read(build.join(path)).unwrap());
+        n += 1;
+    }
+    assert!(n > 10);
+    // `ls -l` shows the sizes too.
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(daily.join("noble/amd64/20250101"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sq = std::fs::metadata(build.join("noble/amd64/20250101/squashfs"))
+        .unwrap()
+        .len();
+    assert!(
+        text.lines()
+            .any(|l| l.ends_with(" squashfs") && l.contains(&format!(" {sq} "))),
+        "{text}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn rm_r_of_a_version_leaves_listings_and_metadata_and_records_orphans() {
+    let (Some(b1), Some(b2)) = (build_dir("20250101"), build_dir("20250102")) else {
+        return;
+    };
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("cp -r {}/. {}", q(&b1), q(&daily)));
+    ok(&format!("cp -r {}/. {}", q(&b2), q(&daily)));
+    let vdir = daily.join("noble/amd64/20250101");
+    let squash = std::fs::read(vdir.join("squashfs")).unwrap();
+    ok(&format!("rm -r {}", q(&vdir)));
+
+    let names: Vec<String> = std::fs::read_dir(daily.join("noble/amd64"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["20250102"], "{}", m.log_text());
+    let products = std::fs::read_to_string(daily.join("streams/v1").join(DAILY_PRODUCTS)).unwrap();
+    assert!(!products.contains("\"20250101\""));
+    assert!(products.contains("\"20250102\""));
+    let orphans: Value =
+        serde_json::from_slice(&std::fs::read(s.store.join("orphans.json")).unwrap()).unwrap();
+    assert!(
+        !orphans.as_object().unwrap().is_empty(),
+        "no orphans recorded"
+    );
+    // Removed paths stay readable by path until reaped.
+    assert_eq!(std::fs::read(vdir.join("squashfs")).unwrap(), squash);
+    m.unmount();
+}
+
+#[test]
+fn ln_s_of_a_daily_version_into_released_promotes_without_new_blobs() {
+    let Some(b1) = build_dir("20250101") else {
+        return;
+    };
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("cp -r {}/. {}", q(&b1), q(&daily)));
+    let pool_before = tree_bytes(&s.store.join("pool")).len();
+    let rel = m.path().join("released/noble/amd64");
+    ok(&format!("mkdir -p {}", q(&rel)));
+    ok(&format!(
+        "ln -s ../../../daily/noble/amd64/20250101 {}",
+        q(&rel.join("20250101"))
+    ));
+    assert_eq!(tree_bytes(&s.store.join("pool")).len(), pool_before);
+    // Shown as a directory with the same files.
+    let promoted = rel.join("20250101");
+    let meta = std::fs::symlink_metadata(&promoted).unwrap();
+    assert!(meta.is_dir(), "{meta:?}\n{}", m.log_text());
+    assert_eq!(
+        std::fs::read(promoted.join("squashfs")).unwrap(),
+        std::fs::read(b1.join("noble/amd64/20250101/squashfs")).unwrap()
+    );
+    let released = flat(
+        &m.path()
+            .join("released/streams/v1/com.ubuntu.maas:stable:v3:download.json"),
+    );
+    let daily_items = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    assert_eq!(released.len(), daily_items.len());
+    assert!(released.iter().all(|i| i.contains("\"label\":\"release\"")));
+    m.unmount();
+}
+
+#[test]
+fn refused_operations_leave_the_store_byte_identical() {
+    let Some(b1) = build_dir("20250101") else {
+        return;
+    };
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("cp -r {}/. {}", q(&b1), q(&daily)));
+    let before = tree_bytes(&s.store);
+    let src = b1.join("noble/amd64/20250101/squashfs");
+    for cmd in [
+        format!("cp {} {}", q(&src), q(&daily.join("stray"))),
+        format!("cp {} {}", q(&src), q(&daily.join("noble/amd64/x/y/z/w/v"))),
+        format!("ln -s /etc/passwd {}", q(&daily.join("noble/amd64/passwd"))),
+        format!(
+            "ln -s ../../../daily/noble {}",
+            q(&m.path().join("released/noble"))
+        ),
+        format!("mkdir {}", q(&daily.join("streams/v1/sub"))),
+        format!(
+            "ln {} {}",
+            q(&daily.join("noble/amd64/20250101/squashfs")),
+            q(&daily.join("noble/amd64/20250101/hard"))
+        ),
+        format!(
+            "sh -c 'echo x >> {}'",
+            daily.join("noble/amd64/20250101/squashfs").display()
+        ),
+        format!(
+            "mv {} {}",
+            q(&daily.join("noble/amd64/20250101")),
+            q(&daily.join("noble/amd64/20250199"))
+        ),
+    ] {
+        let (success, _) = sh(&cmd);
+        assert!(!success, "`{cmd}` should have been refused");
+    }
+    assert_eq!(tree_bytes(&s.store), before, "{}", m.log_text());
+    assert!(m.log_text().contains("refused"));
+    m.unmount();
+}
+
+#[test]
+fn remounting_gives_identical_listings_and_metadata() {
+    let Some(b1) = build_dir("20250101") else {
+        return;
+    };
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    ok(&format!(
+        "cp -r {}/. {}",
+        q(&b1),
+        q(&m.path().join("daily"))
+    ));
+    let list1 = listing(m.path());
+    let meta1 = tree_bytes(&m.path().join("daily/streams"));
+    m.unmount();
+    let m = Mount::new(&s.store);
+    let list2 = listing(m.path());
+    let meta2 = tree_bytes(&m.path().join("daily/streams"));
+    assert_eq!(list1, list2);
+    assert_eq!(meta1, meta2);
+    assert!(list1.len() > 20);
+    m.unmount();
+}
+
+#[test]
+fn rsync_a_of_a_build_inserts_at_the_renames() {
+    let Some(b1) = build_dir("20250101") else {
+        return;
+    };
+    if Command::new("rsync").arg("--version").output().is_err() {
+        streamfs_tests::mount::skip::<()>("rsync not installed");
+        return;
+    }
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let daily = m.path().join("daily");
+    ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
+    // A second run finds everything in place.
+    ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
+    let items = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    assert_eq!(items.len(), 6 * 4, "{}", m.log_text());
+    assert!(!m.log_text().contains("refused"), "{}", m.log_text());
+    assert_eq!(
+        std::fs::read(daily.join("noble/amd64/20250101/squashfs")).unwrap(),
+        std::fs::read(b1.join("noble/amd64/20250101/squashfs")).unwrap()
+    );
+    m.unmount();
+}
