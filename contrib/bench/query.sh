@@ -29,9 +29,11 @@ cmp ref.out our.out || { echo "outputs differ" >&2; exit 1; }
 echo "items: $items; output: $(wc -l < ref.out) lines, $(wc -c < ref.out) bytes, identical"
 
 if command -v hyperfine > /dev/null; then
+    # hyperfine runs command strings through a shell: quote the arguments.
+    args=$("$venv/bin/python3" -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@")
     hyperfine --warmup 1 --runs "$runs" --export-json times.json \
-        -n sstream-query "$venv/bin/sstream-query $* > /dev/null" \
-        -n "mountctl query" "$mountctl query $* > /dev/null"
+        -n sstream-query "$venv/bin/sstream-query $args > /dev/null" \
+        -n "mountctl query" "$mountctl query $args > /dev/null"
     "$venv/bin/python3" - <<'PY'
 import json
 r = {x["command"]: x["mean"] for x in json.load(open("times.json"))["results"]}
