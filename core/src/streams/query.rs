@@ -28,20 +28,21 @@ mod pprint;
 mod printable;
 mod pyfmt;
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde_json::{Map, Value};
 
 pub use mirror::{HttpGet, Mirror, NoHttp, fetch, split_mirror_url, strip_clearsign};
 pub use pprint::pformat;
-pub use pyfmt::{FormatError, PercentFormat, dict_repr, repr};
+pub use pyfmt::{Entries, FormatError, PercentFormat, dict_repr, repr};
 
-use super::filter::{ItemFilter, all_match};
-use super::flatten::{FlatItem, expand_aliases, flatten_expanded};
+use super::filter::ItemFilter;
+use super::flatten::expand_aliases;
 use super::index::parse_index;
 use super::products::Products;
 use crate::error::{Error, IoContext, Result};
-use crate::json;
+use crate::json::{self, python_str};
 
 /// How items are printed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,9 +91,81 @@ pub struct Query<'a> {
 const STDOUT: &str = "<stdout>";
 const STDERR: &str = "<stderr>";
 
-/// One item selected for printing, as positions into the document.
+/// A flattened item borrowing its strings from the document: what
+/// `flatten::flatten_expanded` computes (same keys, values, order, checked
+/// by a test), without an owned map per item, which dominated the cost of
+/// large queries. Keys keep the position of their first appearance and
+/// deeper levels overwrite values, as Python's `dict.update` does.
+#[derive(Clone, Debug, Default)]
+pub struct Flat<'d> {
+    entries: Vec<(&'d str, Cow<'d, str>)>,
+}
+
+impl<'d> Flat<'d> {
+    fn set(&mut self, key: &'d str, value: Cow<'d, str>) {
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Adds a level's scalar attributes (`stringitems`).
+    fn add_level(&mut self, level: &'d Map<String, Value>) {
+        for (k, v) in level {
+            let value = match v {
+                Value::String(s) => Cow::Borrowed(s.as_str()),
+                other => match python_str(other) {
+                    Some(s) => Cow::Owned(s),
+                    None => continue,
+                },
+            };
+            self.set(k, value);
+        }
+    }
+
+    /// The next level down: this one, then `level`'s attributes, then its
+    /// name under `name_key`.
+    fn child(&self, level: &'d Map<String, Value>, name_key: &'static str, name: &'d str) -> Self {
+        let mut f = self.clone();
+        f.add_level(level);
+        f.set(name_key, Cow::Borrowed(name));
+        f
+    }
+
+    fn matches(&self, filters: &[ItemFilter]) -> Result<bool> {
+        for f in filters {
+            if !f.matches_value(self.lookup(f.key()))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Object(
+            self.pairs()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect(),
+        )
+    }
+}
+
+impl Entries for Flat<'_> {
+    fn lookup(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
+    }
+}
+
+/// One item selected for printing.
 struct Selected<'d> {
-    flat: usize,
+    flat: Flat<'d>,
     name: &'d str,
     data: &'d Map<String, Value>,
 }
@@ -113,42 +186,52 @@ impl<'a> Query<'a> {
         }
     }
 
-    /// Queries one products document (aliases not yet expanded). `file`
-    /// names it in errors; `mirror` is the root its item paths are relative
-    /// to, as the string `item_url`s start with.
-    pub fn products(&mut self, file: &str, doc: &Map<String, Value>, mirror: &str) -> Result<()> {
+    /// Queries one products document (aliases not yet expanded; taken by
+    /// value because expanding them rewrites it). `file` names it in errors;
+    /// `mirror` is the root its item paths are relative to, as the string
+    /// `item_url`s start with.
+    pub fn products(
+        &mut self,
+        file: &str,
+        mut doc: Map<String, Value>,
+        mirror: &str,
+    ) -> Result<()> {
         if !doc.contains_key("content_id") {
             return Err(Error::invalid(file, "content_id", "missing"));
         }
-        let mut doc = doc.clone();
         expand_aliases(&mut doc);
-        let mut flat = flatten_expanded(&doc);
-        // Walk the document in the order `flatten_expanded` does, so that the
-        // n-th item met is `flat[n]`.
-        let mut next_flat = 0;
+        let mut top = Flat::default();
+        top.add_level(&doc);
         let products = doc.get("products").and_then(Value::as_object);
         for (pname, product) in products.into_iter().flatten() {
+            let Some(product) = product.as_object() else {
+                continue;
+            };
             let Some(versions) = product.get("versions").and_then(Value::as_object) else {
                 continue;
             };
+            let pflat = top.child(product, "product_name", pname);
             let mut kept: Vec<(&str, Vec<Selected>)> = Vec::new();
             for (vname, version) in versions {
+                let Some(version) = version.as_object() else {
+                    continue;
+                };
                 let items = version.get("items").and_then(Value::as_object);
                 let Some(items) = items.filter(|i| !i.is_empty()) else {
                     // Never had items: sstream-query keeps such a version.
                     kept.push((vname, Vec::new()));
                     continue;
                 };
+                let vflat = pflat.child(version, "version_name", vname);
                 let mut selected = Vec::new();
                 for (iname, item) in items {
                     let Some(data) = item.as_object() else {
                         continue;
                     };
-                    let n = next_flat;
-                    next_flat += 1;
-                    if all_match(self.filters, &flat[n])? {
+                    let flat = vflat.child(data, "item_name", iname);
+                    if flat.matches(self.filters)? {
                         selected.push(Selected {
-                            flat: n,
+                            flat,
                             name: iname,
                             data,
                         });
@@ -161,21 +244,19 @@ impl<'a> Query<'a> {
             kept.sort_by(|a, b| b.0.cmp(a.0));
             kept.truncate(newest_kept(kept.len(), self.max_items));
             for (vname, items) in kept {
-                for sel in items {
+                for mut sel in items {
                     let what = || format!("product {pname} version {vname} item {}", sel.name);
-                    let item = &mut flat[sel.flat];
-                    add_item_url(file, &what, item, sel.data, mirror)?;
-                    self.print(std::mem::take(item))?;
+                    add_item_url(file, &what, &mut sel.flat, sel.data, mirror)?;
+                    self.print(&sel.flat)?;
                 }
             }
         }
-        debug_assert_eq!(next_flat, flat.len());
         Ok(())
     }
 
-    fn print(&mut self, item: FlatItem) -> Result<()> {
+    fn print(&mut self, item: &Flat) -> Result<()> {
         match &mut self.printer {
-            Printer::Format(fmt, text) => match fmt.format(&item) {
+            Printer::Format(fmt, text) => match fmt.format(item) {
                 Ok(mut line) => {
                     line.push('\n');
                     self.out.write_all(line.as_bytes()).at(STDOUT)
@@ -183,7 +264,7 @@ impl<'a> Query<'a> {
                 Err(FormatError::MissingKey(key)) => {
                     let msg = format!(
                         "output format failed. Missing {key}\nitem: {}\n",
-                        dict_repr(&item)
+                        dict_repr(item)
                     );
                     self.err.write_all(msg.as_bytes()).at(STDERR)
                 }
@@ -193,10 +274,10 @@ impl<'a> Query<'a> {
                 ))),
             },
             Printer::Json(items) => {
-                items.push(Value::Object(item));
+                items.push(item.to_json());
                 Ok(())
             }
-            Printer::Pretty => self.out.write_all(pformat(&item).as_bytes()).at(STDOUT),
+            Printer::Pretty => self.out.write_all(pformat(item).as_bytes()).at(STDOUT),
         }
     }
 
@@ -221,7 +302,7 @@ impl<'a> Query<'a> {
         match format {
             Some("products:1.0") => {
                 let products = Products::from_map(&url, doc)?;
-                self.products(&url, products.doc(), mirror.root())
+                self.products(&url, products.into_doc(), mirror.root())
             }
             Some("index:1.0") if depth < MAX_DEPTH => {
                 for entry in parse_index(&url, text.as_bytes())? {
@@ -268,7 +349,7 @@ fn newest_kept(n: usize, max_items: Option<i64>) -> usize {
 fn add_item_url(
     file: &str,
     what: &dyn Fn() -> String,
-    item: &mut FlatItem,
+    item: &mut Flat,
     data: &Map<String, Value>,
     mirror: &str,
 ) -> Result<()> {
@@ -277,7 +358,7 @@ fn add_item_url(
         let url = format!("{mirror}{path}");
         if !["md5", "sha256", "sha512"]
             .iter()
-            .any(|k| item.contains_key(*k))
+            .any(|k| item.lookup(k).is_some())
         {
             return Err(Error::invalid(
                 file,
@@ -285,7 +366,7 @@ fn add_item_url(
                 format!("{url}: no md5, sha256 or sha512 checksum"),
             ));
         }
-        match item.get("size").and_then(Value::as_str) {
+        match item.lookup("size") {
             None => {
                 return Err(Error::invalid(file, what(), format!("{url}: no size")));
             }
@@ -298,8 +379,8 @@ fn add_item_url(
             }
             Some(_) => {}
         }
-        item.insert("item_url".into(), Value::String(url));
-    } else if item.contains_key("path") {
+        item.set("item_url", Cow::Owned(url));
+    } else if item.lookup("path").is_some() {
         return Err(Error::invalid(
             file,
             what(),
@@ -332,7 +413,7 @@ pub fn query_products(
     let mut q = Query::new(opts, out, err);
     for (products, mirror) in docs {
         let file = format!("{mirror}streams/v1/{}.json", products.content_id());
-        q.products(&file, products.doc(), mirror)?;
+        q.products(&file, products.doc().clone(), mirror)?;
     }
     q.finish()
 }
@@ -438,6 +519,38 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("checksum"), "{e}");
         assert!(is_python_int(" +1_000 ") && !is_python_int("1.5") && !is_python_int("1__0"));
+    }
+
+    #[test]
+    fn borrowed_flattening_agrees_with_flatten() {
+        let text = br#"{"format":"products:1.0","content_id":"c","n":1.5,"arch":"x",
+            "_aliases":{"crsn":{"r1":{"region":"r1","arch":"aliased"}}},
+            "products":{"p":{"arch":"y","crsn":"r1","versions":{"1":{"label":"l","product_name":"v",
+            "items":{"i":{"arch":"z","size":3,"ok":true,"list":[1],"crsn":"r1"},"j":{"n":null}}}}}}}"#;
+        let products = Products::parse("t", text).unwrap();
+        let want = crate::streams::flatten::flatten(&products);
+        let mut doc = products.into_doc();
+        expand_aliases(&mut doc);
+        let top = {
+            let mut f = Flat::default();
+            f.add_level(&doc);
+            f
+        };
+        let p = doc["products"]["p"].as_object().unwrap();
+        let v = p["versions"]["1"].as_object().unwrap();
+        let pf = top.child(p, "product_name", "p");
+        let vf = pf.child(v, "version_name", "1");
+        let got: Vec<Value> = ["i", "j"]
+            .iter()
+            .map(|i| {
+                vf.child(v["items"][*i].as_object().unwrap(), "item_name", i)
+                    .to_json()
+            })
+            .collect();
+        let want: Vec<Value> = want.into_iter().map(Value::Object).collect();
+        assert_eq!(got, want);
+        let keys = |x: &Value| x.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&got[0]), keys(&want[0]));
     }
 
     #[test]

@@ -4,15 +4,13 @@
 //! that does not fit on one line gets one key per line, and a string value
 //! that does not fit is split after whitespace into adjacent literals.
 
-use serde_json::{Map, Value};
-
-use super::pyfmt::{repr, split_lines_keepends, write_dict_repr};
+use super::pyfmt::{Entries, repr, split_lines_keepends, write_dict_repr};
 
 const WIDTH: usize = 80;
 
 /// The text `pprint.pprint(item)` prints, trailing newline included.
-pub fn pformat(item: &Map<String, Value>) -> String {
-    let mut entries: Vec<(&String, &Value)> = item.iter().collect();
+pub fn pformat(item: &impl Entries) -> String {
+    let mut entries: Vec<(&str, &str)> = item.pairs().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     let mut one_line = String::new();
     write_dict_repr(&mut one_line, entries.iter().copied(), false);
@@ -28,10 +26,9 @@ pub fn pformat(item: &Map<String, Value>) -> String {
             let key = repr(k);
             out.push_str(&key);
             out.push_str(": ");
-            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             // _format_dict_items gives every value an allowance of 1: the
             // `,` after it, or the closing `}` after the last one.
-            format_str(&mut out, &text, indent + key.chars().count() + 2, 1);
+            format_str(&mut out, v, indent + key.chars().count() + 2, 1);
             if i != last {
                 out.push_str(",\n");
                 out.extend(std::iter::repeat_n(' ', indent));
@@ -125,6 +122,7 @@ fn whitespace_parts(line: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Map, Value};
 
     fn item(pairs: &[(&str, &str)]) -> Map<String, Value> {
         pairs

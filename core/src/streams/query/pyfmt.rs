@@ -20,7 +20,17 @@ pub fn write_repr(out: &mut String, s: &str, ascii: bool) {
     };
     out.reserve(s.len() + 2);
     out.push(quote);
-    for c in s.chars() {
+    // Most text is printable ASCII that needs no escape: copy it in runs.
+    let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'\\' && b != quote as u8;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let run = rest.bytes().position(|b| !plain(b)).unwrap_or(rest.len());
+        out.push_str(&rest[..run]);
+        rest = &rest[run..];
+        let Some(c) = rest.chars().next() else {
+            break;
+        };
+        rest = &rest[c.len_utf8()..];
         match c {
             '\\' => out.push_str("\\\\"),
             '\t' => out.push_str("\\t"),
@@ -58,32 +68,46 @@ pub fn repr(s: &str) -> String {
     out
 }
 
-/// `str(item)` (= `repr(item)`) of a flattened item, keys in their order;
-/// `ascii(item)` when `ascii`. Non-string values cannot occur in flattened
-/// items; they would be rendered as JSON.
+/// A flattened item as the renderings see it: string values by key, and
+/// the pairs in the item's order. Implemented by the query's borrowed items
+/// and by plain JSON maps.
+pub trait Entries {
+    fn lookup(&self, key: &str) -> Option<&str>;
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
+}
+
+impl Entries for Map<String, Value> {
+    fn lookup(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+    }
+}
+
+/// `str(item)` (= `repr(item)`) of a flattened item, pairs in the given
+/// order; `ascii(item)` when `ascii`.
 pub fn write_dict_repr<'a>(
     out: &mut String,
-    entries: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ascii: bool,
 ) {
     out.push('{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         write_repr(out, k, ascii);
         out.push_str(": ");
-        match v {
-            Value::String(s) => write_repr(out, s, ascii),
-            other => out.push_str(&other.to_string()),
-        }
+        write_repr(out, v, ascii);
     }
     out.push('}');
 }
 
-pub fn dict_repr(item: &Map<String, Value>) -> String {
-    let mut out = String::with_capacity(64 * item.len());
-    write_dict_repr(&mut out, item, false);
+pub fn dict_repr(item: &impl Entries) -> String {
+    let mut out = String::with_capacity(1024);
+    write_dict_repr(&mut out, item.pairs(), false);
     out
 }
 
@@ -201,8 +225,8 @@ impl PercentFormat {
     }
 
     /// `FMT % item`.
-    pub fn format(&self, item: &Map<String, Value>) -> Result<String, FormatError> {
-        let mut out = String::new();
+    pub fn format(&self, item: &impl Entries) -> Result<String, FormatError> {
+        let mut out = String::with_capacity(1024);
         let mut arg = Some(Arg::Dict);
         for piece in &self.pieces {
             let spec = match piece {
@@ -214,9 +238,9 @@ impl PercentFormat {
                 Piece::Spec(spec) => spec,
             };
             if let Some(key) = &spec.key {
-                match item.get(key) {
-                    Some(Value::String(v)) => arg = Some(Arg::Str(v)),
-                    _ => return Err(FormatError::MissingKey(key.clone())),
+                match item.lookup(key) {
+                    Some(v) => arg = Some(Arg::Str(v)),
+                    None => return Err(FormatError::MissingKey(key.clone())),
                 }
             }
             let mut next_arg = || {
@@ -237,7 +261,7 @@ impl PercentFormat {
                     match (value, spec.conversion) {
                         (Arg::Str(v), 's') => s.push_str(v),
                         (Arg::Str(v), _) => write_repr(&mut s, v, ascii),
-                        (Arg::Dict, _) => write_dict_repr(&mut s, item, ascii),
+                        (Arg::Dict, _) => write_dict_repr(&mut s, item.pairs(), ascii),
                     }
                     match spec.precision {
                         Some(Count::Num(p)) => s.chars().take(p).collect(),
