@@ -374,10 +374,20 @@ impl StreamFs {
         &self.store
     }
 
-    /// The generation shown, after picking up any newer one (a commit by
-    /// `mountctl` beside the mount).
+    /// The generation shown.
     pub fn generation(&self) -> u64 {
         self.current().generation
+    }
+
+    /// Picks up a generation committed beside the mount (by `mountctl`) and
+    /// returns the generation shown. One `readlink`: the mount's watcher
+    /// calls it periodically, so requests never pay for it.
+    pub fn refresh(&self) -> u64 {
+        let v = self.current();
+        match self.store.current_generation() {
+            Ok(g) if g != v.generation => self.reload().unwrap_or(v).generation,
+            _ => v.generation,
+        }
     }
 
     /// Every (inode, path) the kernel may hold, for cache invalidation.
@@ -385,13 +395,10 @@ impl StreamFs {
         self.inodes.all()
     }
 
-    /// The current view; rebuilt when `meta/current` moved (one `readlink`).
+    /// The view requests are answered from: the mount's own commits reload
+    /// it at once, [`StreamFs::refresh`] picks up the others.
     fn current(&self) -> Arc<View> {
-        let v = self.view.lock().expect("view lock").clone();
-        match self.store.current_generation() {
-            Ok(g) if g != v.generation => self.reload().unwrap_or(v),
-            _ => v,
-        }
+        self.view.lock().expect("view lock").clone()
     }
 
     fn reload(&self) -> Option<Arc<View>> {
@@ -523,10 +530,16 @@ impl StreamFs {
 
     fn stat_path(&self, path: &str) -> FsResult<Attr> {
         let view = self.current();
-        if let Some(target) = self.work.lock().expect("work lock").links.remove(path) {
+        if self
+            .work
+            .lock()
+            .expect("work lock")
+            .links
+            .remove(path)
+            .is_some()
+        {
             // The reply to the symlink that promoted: shown once as a link
             // (the kernel insists on it), a directory from then on.
-            let _ = target;
             let (uid, gid) = self.owner;
             return Ok(Attr {
                 ino: self.inodes.register(path),
@@ -750,11 +763,18 @@ impl StreamFs {
         }
     }
 
-    /// `creat`/`open(O_CREAT)` of a new file.
-    pub fn create(&self, caller: Caller, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+    /// The checks every new name passes: the caller may write, the name is
+    /// free, its parent is a directory. Returns the new path and the view.
+    fn new_entry(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &str,
+        op: &str,
+    ) -> FsResult<(String, Arc<View>)> {
         let p = self.path_of(parent)?;
         let path = join(&p, name);
-        self.may_write(caller, "create", &path)?;
+        self.may_write(caller, op, &path)?;
         let view = self.current();
         if self.resolve(&view, &path).is_some() {
             return Err(FsError::Exists);
@@ -764,6 +784,12 @@ impl StreamFs {
             Some(_) => return Err(FsError::NotDir),
             None => return Err(FsError::NotFound),
         }
+        Ok((path, view))
+    }
+
+    /// `creat`/`open(O_CREAT)` of a new file.
+    pub fn create(&self, caller: Caller, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+        let (path, view) = self.new_entry(caller, parent, name, "create")?;
         let Some(Place { rel, .. }) = split(&path) else {
             return Err(refuse(
                 FsError::Denied("the root holds only streams".into()),
@@ -1015,18 +1041,7 @@ impl StreamFs {
     }
 
     pub fn mkdir(&self, caller: Caller, parent: u64, name: &str) -> FsResult<Attr> {
-        let p = self.path_of(parent)?;
-        let path = join(&p, name);
-        self.may_write(caller, "mkdir", &path)?;
-        let view = self.current();
-        if self.resolve(&view, &path).is_some() {
-            return Err(FsError::Exists);
-        }
-        match self.resolve(&view, &p) {
-            Some(Node::Dir) => {}
-            Some(_) => return Err(FsError::NotDir),
-            None => return Err(FsError::NotFound),
-        }
+        let (path, view) = self.new_entry(caller, parent, name, "mkdir")?;
         let ok = match split(&path) {
             None => false,
             Some(Place { stream, rel }) => {

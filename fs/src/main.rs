@@ -108,10 +108,10 @@ fn run(args: Args) -> Result<()> {
     std::thread::Builder::new()
         .name("generation-watch".into())
         .spawn(move || {
-            let mut last = watch_fs.generation();
+            let mut last = watch_fs.refresh();
             loop {
                 std::thread::sleep(Duration::from_millis(500));
-                let g = watch_fs.generation();
+                let g = watch_fs.refresh();
                 if g == last {
                     continue;
                 }

@@ -7,10 +7,11 @@
 //! (`CI=true`) the absence fails the test, so a CI run never passes by
 //! testing nothing.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The workspace root (the parent of this crate).
 pub fn workspace_root() -> PathBuf {
@@ -71,42 +72,52 @@ pub fn sstream_venv() -> Option<PathBuf> {
     }
 }
 
-/// The `mountctl` binary of the profile the tests were built with.
+/// A binary of the workspace (`mountctl`, `streamfs`) of the profile the
+/// tests were built with.
 ///
 /// Cargo builds only the test's own package's binaries for integration
-/// tests, so the first call runs `cargo build -p mountctl` (a no-op when it
-/// is up to date, and what keeps a stale binary from being tested).
-/// `$STREAMFS_MOUNTCTL` names a binary to use instead, unbuilt.
+/// tests, so the first call for each runs `cargo build -p PACKAGE` (a no-op
+/// when it is up to date, and what keeps a stale binary from being tested).
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    static BINS: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let mut bins = BINS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("bins lock");
+    if let Some(b) = bins.get(name) {
+        return b.clone();
+    }
+    // The test executable is target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable under target/<profile>/deps");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target_dir) = profile_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    let bin = profile_dir.join(name);
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bins.insert(name.to_string(), bin.clone());
+    bin
+}
+
+/// The `mountctl` binary ([`workspace_bin`]); `$STREAMFS_MOUNTCTL` names a
+/// binary to use instead, unbuilt.
 pub fn mountctl_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("STREAMFS_MOUNTCTL") {
-            return PathBuf::from(bin);
-        }
-        // The test executable is target/<profile>/deps/<name>-<hash>.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable under target/<profile>/deps");
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "mountctl"]);
-        if release {
-            cmd.arg("--release");
-        }
-        if let Some(target_dir) = profile_dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target_dir);
-        }
-        let status = cmd.status().expect("running cargo build -p mountctl");
-        assert!(status.success(), "cargo build -p mountctl failed");
-        let bin = profile_dir.join("mountctl");
-        assert!(bin.is_file(), "{} missing after the build", bin.display());
-        bin
-    })
-    .clone()
+    match std::env::var_os("STREAMFS_MOUNTCTL") {
+        Some(bin) => PathBuf::from(bin),
+        None => workspace_bin("mountctl", "mountctl"),
+    }
 }
 
 /// What a command printed and how it ended.

@@ -1,59 +1,24 @@
 //! Real mounts for the end-to-end tests: a [`Mount`] guard runs `streamfs`
 //! on a fresh mount point and never leaves the mount behind, even when the
 //! test panics.
-//!
-//! Self-contained on purpose (binary lookup, fixtures, skips) so it does not
-//! depend on how the other helpers evolve.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// A prerequisite is missing: a visible `SKIP:` line, or a failure under CI
-/// (`CI=true`), so CI never passes by testing nothing.
-pub fn skip<T>(what: &str) -> Option<T> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} (required when CI=true)");
-    }
-    let _ = writeln!(std::io::stderr(), "SKIP: {what}");
-    None
-}
-
-/// `$STREAMFS_FIXTURES`, else `/work/shared/fixtures`.
-pub fn fixtures() -> Option<PathBuf> {
-    let dir = std::env::var_os("STREAMFS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/fixtures"));
-    if dir.join("maas-images").is_dir() {
-        Some(dir)
-    } else {
-        skip(&format!(
-            "fixtures not found at {} (set STREAMFS_FIXTURES)",
-            dir.display()
-        ))
-    }
-}
+use crate::{fixtures_dir, missing, workspace_bin};
 
 /// A meph2-build output of the util scenario (`build-20250101.d`, …).
 pub fn build_dir(version: &str) -> Option<PathBuf> {
-    let d = fixtures()?
+    let d = fixtures_dir()?
         .join("maas-images/golden/util-scenario/builds")
         .join(format!("build-{version}.d"));
     if d.is_dir() {
         Some(d)
     } else {
-        skip(&format!("{} missing", d.display()))
+        missing(&format!("{} missing", d.display()))
     }
 }
 
@@ -62,43 +27,9 @@ pub fn can_mount() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root || !Path::new("/dev/fuse").exists() {
-        return skip::<()>("mount tests need root and /dev/fuse").is_some();
+        return missing::<()>("mount tests need root and /dev/fuse").is_some();
     }
     true
-}
-
-/// A workspace binary (`streamfs`, `mountctl`) of the tests' profile, built
-/// with `cargo build -p PACKAGE` on first use (integration tests only get
-/// their own package's binaries built).
-pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
-    static BINS: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let bins = BINS.get_or_init(Default::default);
-    let mut bins = bins.lock().expect("bins lock");
-    if let Some(b) = bins.get(name) {
-        return b.clone();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable under target/<profile>/deps")
-        .to_path_buf();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", package]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    if let Some(target_dir) = profile_dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target_dir);
-    }
-    let status = cmd.status().expect("running cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
-    let bin = profile_dir.join(name);
-    assert!(bin.is_file(), "{} missing after the build", bin.display());
-    bins.insert(name.to_string(), bin.clone());
-    bin
 }
 
 /// Whether `mnt` is a mount point now (per /proc/mounts).

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use streamfs_tests::fixtures_dir;
-use streamfs_tests::store::{SCENARIO_CONFIG, TestStore, tree_digest};
+use streamfs_tests::store::{SCENARIO_CONFIG, TestStore, copy_tree, tree_digest};
 
 /// A copy of a util-scenario build that a case may then damage.
 fn build_copy(s: &TestStore, v: &str) -> Option<PathBuf> {
@@ -15,18 +15,6 @@ fn build_copy(s: &TestStore, v: &str) -> Option<PathBuf> {
     let dst = s.tmp.path().join(format!("build-{v}.d"));
     copy_tree(&src, &dst);
     Some(dst)
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 const PRODUCTS: &str = "streams/v1/com.ubuntu.maas:candidate:v3:download.json";

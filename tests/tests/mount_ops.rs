@@ -1,16 +1,15 @@
 //! The mount driven by ordinary tools on a real FUSE mount: `cp -r`, `cat`,
 //! `ls -l`, `rm -r`, `ln -s`, and remounting (DESIGN §3).
 
-use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 use streamfs_core::store::Store;
-use streamfs_core::streams::Products;
-use streamfs_core::streams::flatten::flatten;
-use streamfs_tests::mount::{Mount, build_dir, can_mount, listing, tree_bytes, workspace_bin};
+use streamfs_tests::mount::{Mount, build_dir, can_mount, listing, tree_bytes};
+use streamfs_tests::store::flat_items;
+use streamfs_tests::{missing, mountctl_bin};
 
 const DAILY_PRODUCTS: &str = "com.ubuntu.maas:daily:v3:download.json";
 
@@ -29,19 +28,6 @@ fn ok(cmd: &str) {
 
 fn q(p: &Path) -> String {
     format!("'{}'", p.display())
-}
-
-/// The flattened items of a products file, without `updated`.
-fn flat(path: &Path) -> BTreeSet<String> {
-    let bytes = std::fs::read(path).unwrap();
-    let p = Products::parse(&path.display().to_string(), &bytes).unwrap();
-    flatten(&p)
-        .into_iter()
-        .map(|mut i| {
-            i.remove("updated");
-            Value::Object(i).to_string()
-        })
-        .collect()
 }
 
 fn generated(store: &Path, stream: &str, name: &str) -> PathBuf {
@@ -63,19 +49,26 @@ fn setup() -> Option<Setup> {
     Some(Setup { _dir: dir, store })
 }
 
-#[test]
-fn cp_r_of_a_build_equals_mountctl_insert_and_reads_back_the_blobs() {
-    let Some(build) = build_dir("20250101") else {
-        return;
-    };
-    let Some(s) = setup() else { return };
+/// A fresh store, mounted, with a util-scenario build copied into `daily`
+/// by `cp -r`: (setup, mount, build, MNT/daily).
+fn mounted_with_build(version: &str) -> Option<(Setup, Mount, PathBuf, PathBuf)> {
+    let build = build_dir(version)?;
+    let s = setup()?;
     let m = Mount::new(&s.store);
     let daily = m.path().join("daily");
     ok(&format!("cp -r {}/. {}", q(&build), q(&daily)));
+    Some((s, m, build, daily))
+}
+
+#[test]
+fn cp_r_of_a_build_equals_mountctl_insert_and_reads_back_the_blobs() {
+    let Some((s, m, build, daily)) = mounted_with_build("20250101") else {
+        return;
+    };
 
     // The reference: mountctl insert of the same build into another store.
     let other = s._dir.path().join("other");
-    let mctl = workspace_bin("mountctl", "mountctl");
+    let mctl = mountctl_bin();
     let st = Command::new(&mctl)
         .arg("--store")
         .arg(&other)
@@ -92,9 +85,9 @@ fn cp_r_of_a_build_equals_mountctl_insert_and_reads_back_the_blobs() {
         .status()
         .unwrap();
     assert!(st.success());
-    let want = flat(&generated(&other, "daily", DAILY_PRODUCTS));
-    let got_mount = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
-    let got_store = flat(&generated(&s.store, "daily", DAILY_PRODUCTS));
+    let want = flat_items(&generated(&other, "daily", DAILY_PRODUCTS));
+    let got_mount = flat_items(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    let got_store = flat_items(&generated(&s.store, "daily", DAILY_PRODUCTS));
     assert!(!want.is_empty());
     assert_eq!(got_store, want, "{}", m.log_text());
     assert_eq!(got_mount, want);
@@ -103,13 +96,12 @@ fn cp_r_of_a_build_equals_mountctl_insert_and_reads_back_the_blobs() {
     let store = Store::open(&s.store).unwrap();
     let mut n = 0;
     for item in &want {
-        let item: Value = serde_json::from_str(item).unwrap();
-        let path = item["path"].as_str().unwrap();
-        let sha = item["sha256"].as_str().unwrap();
+        let path = item["path"].as_str();
+        let sha = item["sha256"].as_str();
         let in_mount = daily.join(path);
         let meta = std::fs::metadata(&in_mount).unwrap();
         // Flattened values are strings, as sstream-query prints them.
-        let size: u64 = item["size"].as_str().unwrap().parse().unwrap();
+        let size: u64 = item["size"].parse().unwrap();
         assert_eq!(meta.len(), size, "{path}");
         assert_eq!(meta.permissions().mode() & 0o777, 0o444, "{path}");
         let out = Command::new("cat").arg(&in_mount).output().unwrap();
@@ -172,13 +164,9 @@ fn rm_r_of_a_version_leaves_listings_and_metadata_and_records_orphans() {
 
 #[test]
 fn ln_s_of_a_daily_version_into_released_promotes_without_new_blobs() {
-    let Some(b1) = build_dir("20250101") else {
+    let Some((s, m, b1, daily)) = mounted_with_build("20250101") else {
         return;
     };
-    let Some(s) = setup() else { return };
-    let m = Mount::new(&s.store);
-    let daily = m.path().join("daily");
-    ok(&format!("cp -r {}/. {}", q(&b1), q(&daily)));
     let pool_before = tree_bytes(&s.store.join("pool")).len();
     let rel = m.path().join("released/noble/amd64");
     ok(&format!("mkdir -p {}", q(&rel)));
@@ -195,25 +183,21 @@ fn ln_s_of_a_daily_version_into_released_promotes_without_new_blobs() {
         std::fs::read(promoted.join("squashfs")).unwrap(),
         std::fs::read(b1.join("noble/amd64/20250101/squashfs")).unwrap()
     );
-    let released = flat(
+    let released = flat_items(
         &m.path()
             .join("released/streams/v1/com.ubuntu.maas:stable:v3:download.json"),
     );
-    let daily_items = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    let daily_items = flat_items(&daily.join("streams/v1").join(DAILY_PRODUCTS));
     assert_eq!(released.len(), daily_items.len());
-    assert!(released.iter().all(|i| i.contains("\"label\":\"release\"")));
+    assert!(released.iter().all(|i| i["label"] == "release"));
     m.unmount();
 }
 
 #[test]
 fn refused_operations_leave_the_store_byte_identical() {
-    let Some(b1) = build_dir("20250101") else {
+    let Some((s, m, b1, daily)) = mounted_with_build("20250101") else {
         return;
     };
-    let Some(s) = setup() else { return };
-    let m = Mount::new(&s.store);
-    let daily = m.path().join("daily");
-    ok(&format!("cp -r {}/. {}", q(&b1), q(&daily)));
     let before = tree_bytes(&s.store);
     let src = b1.join("noble/amd64/20250101/squashfs");
     for cmd in [
@@ -278,7 +262,7 @@ fn rsync_a_of_a_build_inserts_at_the_renames() {
         return;
     };
     if Command::new("rsync").arg("--version").output().is_err() {
-        streamfs_tests::mount::skip::<()>("rsync not installed");
+        missing::<()>("rsync not installed");
         return;
     }
     let Some(s) = setup() else { return };
@@ -287,7 +271,7 @@ fn rsync_a_of_a_build_inserts_at_the_renames() {
     ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
     // A second run finds everything in place.
     ok(&format!("rsync -a {}/ {}/", b1.display(), daily.display()));
-    let items = flat(&daily.join("streams/v1").join(DAILY_PRODUCTS));
+    let items = flat_items(&daily.join("streams/v1").join(DAILY_PRODUCTS));
     assert_eq!(items.len(), 6 * 4, "{}", m.log_text());
     assert!(!m.log_text().contains("refused"), "{}", m.log_text());
     assert_eq!(

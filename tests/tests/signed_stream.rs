@@ -120,17 +120,18 @@ fn a_gpg_key_signs_every_commit_and_clients_verify_it() {
     // Export, then the reference client reads and mirrors it.
     let export = tmp.path().join("export");
     s.ok(&["export", "candidate", export.to_str().unwrap()]);
-    let q = run_in(
-        tmp.path(),
-        &venv.join("bin/sstream-query"),
-        &[
+    // sstream-query on the export's signed index, checked with `keyring`.
+    let signed_index = export.join("streams/v1/index.sjson");
+    let query = |extra: &[&str]| {
+        let mut args = vec![
             "--keyring",
             keyring.to_str().unwrap(),
-            export.join("streams/v1/index.sjson").to_str().unwrap(),
-            "-o",
-            "%(version_name)s %(item_name)s %(sha256)s",
-        ],
-    );
+            signed_index.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_in(tmp.path(), &venv.join("bin/sstream-query"), &args)
+    };
+    let q = query(&["-o", "%(version_name)s %(item_name)s %(sha256)s"]);
     assert_eq!(q.code, Some(0), "sstream-query: {}", q.stderr_text());
     assert_eq!(q.stdout_text().lines().count(), 24, "{}", q.stdout_text());
     let mirror = tmp.path().join("mirror");
@@ -183,19 +184,11 @@ fn a_gpg_key_signs_every_commit_and_clients_verify_it() {
     );
     // A tampered export fails the reference client too.
     let exported = export.join("streams/v1/com.ubuntu.maas:candidate:v3:download.sjson");
-    let t = fs::read_to_string(&exported)
-        .unwrap()
-        .replacen("\"size\": 22", "\"size\": 23", 1);
+    let original = fs::read_to_string(&exported).unwrap();
+    let t = original.replacen("\"size\": 22", "\"size\": 23", 1);
+    assert_ne!(t, original, "nothing to tamper with");
     fs::remove_file(&exported).unwrap();
     fs::write(&exported, t).unwrap();
-    let q = run_in(
-        tmp.path(),
-        &venv.join("bin/sstream-query"),
-        &[
-            "--keyring",
-            keyring.to_str().unwrap(),
-            export.join("streams/v1/index.sjson").to_str().unwrap(),
-        ],
-    );
+    let q = query(&[]);
     assert_ne!(q.code, Some(0), "sstream-query read a tampered stream");
 }

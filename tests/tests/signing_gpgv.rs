@@ -6,24 +6,13 @@
 //! A missing tool makes a test print a SKIP line and pass, except in CI
 //! (`CI=true`) where it fails: CI installs gnupg, gpgv and the venv.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use streamfs_core::signing::{KeyAlgo, Keyring, SigningKey, generate_key};
+use streamfs_tests::{missing, sstream_venv};
 
 // ---------------------------------------------------------------- helpers
-
-/// Reports a missing prerequisite: a visible SKIP line outside CI, a
-/// failure in CI. Written to the real stderr, past the test harness's
-/// capture, so a skipped test does not pass unnoticed.
-fn skip(why: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{why} (required when CI=true)"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIP: {why}");
-}
 
 /// The program's path when it is in `PATH`.
 fn in_path(program: &str) -> Option<PathBuf> {
@@ -34,33 +23,17 @@ fn in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// gpg and gpgv, or `None` after [`skip`].
+/// gpg and gpgv, or `None` after a skip.
 fn gpg_tools() -> Option<(PathBuf, PathBuf)> {
     match (in_path("gpg"), in_path("gpgv")) {
         (Some(gpg), Some(gpgv)) => Some((gpg, gpgv)),
-        _ => {
-            skip("gpg or gpgv not installed (apt-get install gnupg gpgv)");
-            None
-        }
+        _ => missing("gpg or gpgv not installed (apt-get install gnupg gpgv)"),
     }
 }
 
-/// python-simplestreams' sstream-query from `$STREAMFS_SSTREAM_VENV`
-/// (default /opt/sstream-venv), or `None` after [`skip`].
+/// python-simplestreams' sstream-query, or `None` after a skip.
 fn sstream_query() -> Option<PathBuf> {
-    let venv = std::env::var_os("STREAMFS_SSTREAM_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/sstream-venv"));
-    let path = venv.join("bin/sstream-query");
-    if path.is_file() {
-        Some(path)
-    } else {
-        skip(&format!(
-            "{} missing (set STREAMFS_SSTREAM_VENV to a venv with python-simplestreams)",
-            path.display()
-        ));
-        None
-    }
+    Some(sstream_venv()?.join("bin/sstream-query"))
 }
 
 fn run(cmd: &mut Command) -> Output {

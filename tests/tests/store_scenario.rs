@@ -7,7 +7,9 @@ use std::fs;
 use std::path::PathBuf;
 
 use streamfs_tests::fixtures_dir;
-use streamfs_tests::store::{SCENARIO_CONFIG, TestStore, flat_items, read_json, tree_digest};
+use streamfs_tests::store::{
+    SCENARIO_CONFIG, TestStore, copy_tree, flat_items, read_json, tree_digest,
+};
 
 fn scenario() -> Option<PathBuf> {
     Some(fixtures_dir()?.join("maas-images/golden/util-scenario"))
@@ -209,16 +211,4 @@ fn default_config_names_kernels_as_meph2_build_and_shares_the_squashfs() {
     assert_eq!(low["kflavor"], "lowlatency");
     assert_eq!(low["release_title"], "24.04 LTS");
     assert_eq!(low["label"], "daily");
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()));
-        } else {
-            fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }

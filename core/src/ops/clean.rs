@@ -50,6 +50,22 @@ pub fn keep_newest(
     Ok(victims)
 }
 
+/// The stream's `keep` retention after an insert: the products that gained
+/// a version keep their `keep` newest (all when `keep` is 0).
+pub fn retain_after_insert(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    added: &[VersionRef],
+) -> Result<Vec<VersionRef>> {
+    let keep = txn.store().config().stream(stream)?.keep;
+    if keep == 0 || added.is_empty() {
+        return Ok(Vec::new());
+    }
+    let products: std::collections::BTreeSet<&str> =
+        added.iter().map(|v| v.product.as_str()).collect();
+    keep_newest(txn, stream, keep, |p| products.contains(p))
+}
+
 /// `clean-md MAX STREAM [FILTER…]`: products with an item matching every
 /// filter keep their `max` newest versions.
 pub fn clean_md(
@@ -65,15 +81,14 @@ pub fn clean_md(
         ));
     }
     let mut txn = store.begin()?;
-    let selected: std::collections::BTreeSet<String> = flatten(&txn.stream(stream)?.products)
-        .into_iter()
-        .filter(|f| all_match(filters, f).unwrap_or(false))
-        .filter_map(|f| {
-            f.get("product_name")
-                .and_then(|v| v.as_str())
-                .map(String::from)
-        })
-        .collect();
+    let mut selected = std::collections::BTreeSet::new();
+    for f in flatten(&txn.stream(stream)?.products) {
+        if all_match(filters, &f)?
+            && let Some(p) = f.get("product_name").and_then(|v| v.as_str())
+        {
+            selected.insert(p.to_string());
+        }
+    }
     let removed = keep_newest(&mut txn, stream, max, |p| selected.contains(p))?;
     let mut report = CleanReport {
         removed,

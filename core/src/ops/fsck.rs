@@ -37,16 +37,19 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     let pool = store.pool();
 
     // Blobs: named by their hash.
-    for sha in pool.list()? {
-        let path = pool.path(&sha);
+    let blobs = pool.list()?;
+    // Blobs moved to quarantine/ by this run: no longer in the pool.
+    let mut quarantined = std::collections::BTreeSet::new();
+    for sha in &blobs {
+        let path = pool.path(sha);
         r.blobs_checked += 1;
         r.bytes_checked += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if !crate::store::pool::valid_sha(&sha) {
+        if !crate::store::pool::valid_sha(sha) {
             r.problems
                 .push(format!("{}: not a sha256 name", path.display()));
             continue;
         }
-        if let Some(actual) = pool.verify(&sha)? {
+        if let Some(actual) = pool.verify(sha)? {
             r.problems.push(format!(
                 "{}: corrupt blob: content hashes to {actual}",
                 path.display()
@@ -54,7 +57,8 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
             if repair {
                 let q = store.root().join("quarantine");
                 fs::create_dir_all(&q).at(&q)?;
-                fs::rename(&path, q.join(&sha)).at(&path)?;
+                fs::rename(&path, q.join(sha)).at(&path)?;
+                quarantined.insert(sha.clone());
                 r.repaired
                     .push(format!("moved corrupt blob {sha} to quarantine/"));
             }
@@ -125,7 +129,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport> {
     let refs = referenced(&snap.streams);
     let mut orphans = Orphans::load(&store.orphans_path())?;
     let mut missing = Vec::new();
-    for sha in pool.list()? {
+    for sha in blobs.into_iter().filter(|b| !quarantined.contains(b)) {
         if !refs.contains(&sha) && !orphans.entries.contains_key(&Pool::rel_path(&sha)) {
             missing.push(sha);
         }

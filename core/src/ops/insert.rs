@@ -13,10 +13,10 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::source::Source;
-use super::{Progress, VersionRef, clean, expanded, portable_version, put_version};
+use super::{Progress, VersionRef, clean, item_paths, plan_new_versions, put_version};
 use crate::error::{Error, Result};
 use crate::store::pool::{Staged, hash_file};
-use crate::store::{CommitReport, Store, Txn};
+use crate::store::{BlobRef, CommitReport, Store, Txn};
 use crate::streams::filter::ItemFilter;
 use crate::timefmt;
 
@@ -68,32 +68,16 @@ pub fn insert_source(
         filters,
         progress,
     } = opts;
-    let cfg = txn.store().config().stream(stream)?.clone();
     let pool = txn.store().pool().clone();
     let mut report = InsertReport::default();
 
     // 1. What to add: source versions the stream lacks.
-    let mut plan = Vec::new();
-    {
-        let target = &txn.stream(stream)?.products;
-        let mut seen = std::collections::BTreeSet::new();
-        for (_, doc) in &source.docs {
-            let src = expanded(doc);
-            for (product, version) in doc.version_keys() {
-                let vr = VersionRef {
-                    product: product.clone(),
-                    version: version.clone(),
-                };
-                if target.has_version(&product, &version) || !seen.insert(vr.clone()) {
-                    report.existing.push(vr);
-                    continue;
-                }
-                if let Some(data) = portable_version(&src, &product, &version, filters) {
-                    plan.push((vr, data));
-                }
-            }
-        }
-    }
+    let (mut plan, existing) = plan_new_versions(
+        &txn.stream(stream)?.products,
+        source.docs.iter().map(|(_, d)| d),
+        filters,
+    )?;
+    report.existing = existing;
 
     // 2. Check every data file exists with its declared size before copying
     //    anything, so the common mistakes fail fast and change nothing.
@@ -181,28 +165,13 @@ pub fn insert_source(
                 r
             };
             hashed.insert(path.clone(), (sha.clone(), size));
-            if let Some(h) = &declared
-                && *h != sha
-            {
-                return Err(Error::Checksum {
-                    what,
-                    reason: format!(
-                        "{}: sha256 mismatch: metadata says {h}, data has {sha}",
-                        file.display()
-                    ),
-                });
-            }
-            if let Some(s) = item.get("size").and_then(Value::as_u64)
-                && s != size
-            {
-                return Err(Error::Checksum {
-                    what,
-                    reason: format!(
-                        "{}: size mismatch: metadata says {s} bytes, data has {size}",
-                        file.display()
-                    ),
-                });
-            }
+            let data = BlobRef { sha256: sha, size };
+            data.check(
+                &format!("{what} ({})", file.display()),
+                item.get("size").and_then(Value::as_u64),
+                declared.as_deref(),
+            )?;
+            let BlobRef { sha256: sha, size } = data;
             item.insert("sha256".into(), sha.into());
             item.insert("size".into(), size.into());
         }
@@ -216,23 +185,12 @@ pub fn insert_source(
     let now = timefmt::now().timestamp();
     let st = txn.stream_mut(stream)?;
     for (vr, data) in plan {
-        for item in data["items"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, i)| i)
-        {
-            if let Some(p) = item.get("path").and_then(Value::as_str) {
-                st.mtimes.entry(p.to_string()).or_insert(now);
-            }
+        for p in item_paths(&data) {
+            st.mtimes.entry(p.to_string()).or_insert(now);
         }
         put_version(&mut st.products, &vr.product, &vr.version, data);
         report.added.push(vr);
     }
-    if cfg.keep > 0 && !report.added.is_empty() {
-        let products: Vec<String> = report.added.iter().map(|v| v.product.clone()).collect();
-        report.retired =
-            clean::keep_newest(txn, stream, cfg.keep, |p| products.contains(&p.to_string()))?;
-    }
+    report.retired = clean::retain_after_insert(txn, stream, &report.added)?;
     Ok(report)
 }

@@ -14,6 +14,7 @@ pub mod source;
 
 use serde_json::{Map, Value};
 
+use crate::error::Result;
 use crate::streams::Products;
 use crate::streams::filter::{ItemFilter, all_match};
 use crate::streams::flatten::{expand_aliases, flatten_expanded, inherited_version_attrs};
@@ -46,28 +47,29 @@ pub enum Progress<'a> {
 /// those matching `filters`), and every attribute it inherits from the
 /// source's top level and product made explicit at the version level, so it
 /// keeps its meaning under a product whose attributes differ. `None` when no
-/// item matches.
+/// item matches; an error when a filter cannot be evaluated.
 pub fn portable_version(
     src: &Map<String, Value>,
     product: &str,
     version: &str,
     filters: &[ItemFilter],
-) -> Option<Map<String, Value>> {
-    let vdata = src
-        .get("products")?
-        .get(product)?
-        .get("versions")?
-        .get(version)?
-        .as_object()?;
-    let mut out = inherited_version_attrs(src, product, version);
+) -> Result<Option<Map<String, Value>>> {
+    let all_items = src
+        .get("products")
+        .and_then(|p| p.get(product))
+        .and_then(|p| p.get("versions"))
+        .and_then(|v| v.get(version))
+        .and_then(|v| v.get("items"))
+        .and_then(Value::as_object);
+    let Some(all_items) = all_items else {
+        return Ok(None);
+    };
     let mut items = Map::new();
-    let all_items = vdata.get("items").and_then(Value::as_object)?;
     if filters.is_empty() {
         items = all_items.clone();
     } else {
-        let flat = flatten_expanded(&single_version_doc(src, product, version));
-        for f in flat {
-            if all_match(filters, &f).unwrap_or(false) {
+        for f in flatten_expanded(&single_version_doc(src, product, version)) {
+            if all_match(filters, &f)? {
                 let name = f["item_name"].as_str().unwrap_or_default();
                 if let Some(i) = all_items.get(name) {
                     items.insert(name.to_string(), i.clone());
@@ -76,10 +78,11 @@ pub fn portable_version(
         }
     }
     if items.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let mut out = inherited_version_attrs(src, product, version);
     out.insert("items".into(), Value::Object(items));
-    Some(out)
+    Ok(Some(out))
 }
 
 fn single_version_doc(
@@ -87,7 +90,12 @@ fn single_version_doc(
     product: &str,
     version: &str,
 ) -> Map<String, Value> {
-    let mut doc = src.clone();
+    // The document's own attributes, without its other products.
+    let mut doc: Map<String, Value> = src
+        .iter()
+        .filter(|(k, _)| k.as_str() != "products")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut p = src["products"][product]
         .as_object()
         .cloned()
@@ -100,6 +108,46 @@ fn single_version_doc(
     ps.insert(product.to_string(), Value::Object(p));
     doc.insert("products".into(), Value::Object(ps));
     doc
+}
+
+/// The paths a portable version's items name.
+pub fn item_paths(data: &Map<String, Value>) -> impl Iterator<Item = &str> {
+    data.get("items")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, i)| i.get("path").and_then(Value::as_str))
+}
+
+/// A version to add, with its portable data.
+pub type Planned = (VersionRef, Map<String, Value>);
+
+/// What insert's additive semantics take from `docs`: every version the
+/// target lacks (once, the first document naming it wins), as portable data
+/// keeping only items that match `filters`; and the versions left alone
+/// because the target (or an earlier document) already has them. Fails
+/// when a filter cannot be evaluated.
+pub fn plan_new_versions<'a>(
+    target: &Products,
+    docs: impl IntoIterator<Item = &'a Products>,
+    filters: &[ItemFilter],
+) -> Result<(Vec<Planned>, Vec<VersionRef>)> {
+    let (mut plan, mut existing) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::BTreeSet::new();
+    for doc in docs {
+        let src = expanded(doc);
+        for (product, version) in doc.version_keys() {
+            let vr = VersionRef { product, version };
+            if target.has_version(&vr.product, &vr.version) || !seen.insert(vr.clone()) {
+                existing.push(vr);
+                continue;
+            }
+            if let Some(data) = portable_version(&src, &vr.product, &vr.version, filters)? {
+                plan.push((vr, data));
+            }
+        }
+    }
+    Ok((plan, existing))
 }
 
 /// A source document with its aliases expanded.

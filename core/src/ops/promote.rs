@@ -4,7 +4,7 @@
 //! as meph2-util turns `.candidate:` into `:`) and the label set. Items keep
 //! their paths and blobs: nothing is copied.
 
-use super::{VersionRef, expanded, portable_version, put_version};
+use super::{VersionRef, expanded, item_paths, portable_version, put_version};
 use crate::error::{Error, Result};
 use crate::store::{CommitReport, Store, Txn};
 use crate::streams::filter::ItemFilter;
@@ -73,7 +73,7 @@ pub fn promote_in(txn: &mut Txn<'_>, req: &PromoteRequest<'_>) -> Result<Promote
             continue;
         }
         found = true;
-        let Some(mut data) = portable_version(&src, &product, &version, req.filters) else {
+        let Some(mut data) = portable_version(&src, &product, &version, req.filters)? else {
             continue;
         };
         let src_vr = VersionRef {
@@ -123,15 +123,8 @@ pub fn promote_in(txn: &mut Txn<'_>, req: &PromoteRequest<'_>) -> Result<Promote
     let now = timefmt::now().timestamp();
     let st = txn.stream_mut(req.to)?;
     for (s, d, data) in plan {
-        for item in data["items"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, i)| i)
-        {
-            if let Some(p) = item.get("path").and_then(|p| p.as_str()) {
-                st.mtimes.entry(p.to_string()).or_insert(now);
-            }
+        for p in item_paths(&data) {
+            st.mtimes.entry(p.to_string()).or_insert(now);
         }
         put_version(&mut st.products, &d.product, &d.version, data);
         report.added.push((s, d));

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::{VersionRef, clean, expanded, portable_version, put_version, source::add_item};
+use super::{VersionRef, clean, item_paths, plan_new_versions, put_version, source::add_item};
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
 use crate::store::pool::Staged;
@@ -140,10 +140,7 @@ pub fn put_blob(
     }
     let now = timefmt::now().timestamp();
     txn.stream_mut(stream)?.mtimes.insert(p.to_string(), now);
-    if cfg.keep > 0 {
-        let products: BTreeSet<String> = added.iter().map(|v| v.product.clone()).collect();
-        clean::keep_newest(txn, stream, cfg.keep, |p| products.contains(p))?;
-    }
+    clean::retain_after_insert(txn, stream, &added)?;
     Ok(PutOutcome::Added(added))
 }
 
@@ -182,12 +179,7 @@ fn attach(
         products
             .products()
             .iter()
-            .filter(|(_, p)| {
-                placement
-                    .attrs
-                    .iter()
-                    .all(|(k, v)| p.get(k).and_then(Value::as_str).is_none_or(|pv| pv == v))
-            })
+            .filter(|(_, p)| p.as_object().is_some_and(|p| placement.agrees_with(p)))
             .filter(|(name, _)| {
                 products
                     .version(name, &placement.version)
@@ -278,55 +270,19 @@ pub struct MetadataReport {
 /// insert's additive semantics. Items whose blob is not in the pool become
 /// pending: their version is published once every item has its data.
 pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Result<MetadataReport> {
-    let cfg = txn.store().config().stream(stream)?.clone();
     let pool = txn.store().pool().clone();
     let mut report = MetadataReport::default();
-    let src = expanded(doc);
-    let mut plan = Vec::new();
-    {
-        let target = &txn.stream(stream)?.products;
-        for (product, version) in doc.version_keys() {
-            let vr = VersionRef {
-                product: product.clone(),
-                version: version.clone(),
-            };
-            if target.has_version(&product, &version) {
-                report.existing.push(vr);
-                continue;
-            }
-            if let Some(data) = portable_version(&src, &product, &version, &[]) {
-                for (iname, item) in data["items"].as_object().into_iter().flatten() {
-                    if let Some(p) = item.get("path").and_then(Value::as_str) {
-                        RelPath::new(p).map_err(|r| {
-                            Error::invalid(
-                                doc.content_id(),
-                                format!("product {product} version {version} item {iname}"),
-                                r,
-                            )
-                        })?;
-                    }
-                }
-                plan.push((vr, data));
-            }
-        }
-    }
+    // Paths are safe: a `Products` value has had every one checked.
+    let (plan, existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
+    report.existing = existing;
     // Paths the new versions declare, by version name.
     let mut declared: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let new_products: BTreeSet<String> = doc.version_keys().into_iter().map(|(p, _)| p).collect();
     for (vr, data) in &plan {
-        for item in data["items"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, i)| i)
-        {
-            if let Some(p) = item.get("path").and_then(Value::as_str) {
-                declared
-                    .entry(vr.version.clone())
-                    .or_default()
-                    .insert(p.to_string());
-            }
-        }
+        declared
+            .entry(vr.version.clone())
+            .or_default()
+            .extend(item_paths(data).map(String::from));
     }
     let superseded: Vec<VersionRef> = {
         let target = &txn.stream(stream)?.products;
@@ -373,10 +329,7 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
         put_version(&mut st.products, &vr.product, &vr.version, data);
         report.added.push(vr);
     }
-    if cfg.keep > 0 && !report.added.is_empty() {
-        let products: BTreeSet<String> = report.added.iter().map(|v| v.product.clone()).collect();
-        clean::keep_newest(txn, stream, cfg.keep, |p| products.contains(p))?;
-    }
+    clean::retain_after_insert(txn, stream, &report.added)?;
     Ok(report)
 }
 

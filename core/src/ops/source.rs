@@ -1,7 +1,6 @@
 //! What `insert` reads: a build output directory (data files plus, usually,
 //! its `streams/v1` metadata), or a products/index file inside a mirror tree.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -162,12 +161,7 @@ pub fn derive_from_files(root: &Path, cfg: &StreamConfig) -> Result<Source> {
         let targets: Vec<(String, Map<String, Value>)> = products
             .products()
             .iter()
-            .filter(|(_, p)| {
-                placement
-                    .attrs
-                    .iter()
-                    .all(|(k, v)| p.get(k).and_then(Value::as_str).is_none_or(|pv| pv == v))
-            })
+            .filter(|(_, p)| p.as_object().is_some_and(|p| placement.agrees_with(p)))
             .filter(|(name, _)| products.has_version(name, &placement.version))
             .map(|(n, p)| (n.clone(), p.as_object().cloned().unwrap_or_default()))
             .collect();
@@ -234,15 +228,4 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<RelPath>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Item counts by product, for reports.
-pub fn summary(docs: &[(String, Products)]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for (_, d) in docs {
-        for i in d.items() {
-            *m.entry(i.product.to_string()).or_default() += 1;
-        }
-    }
-    m
 }

@@ -60,6 +60,20 @@ pub struct Placement {
     pub product: Option<String>,
 }
 
+impl Placement {
+    /// Whether a product's attributes agree with what this path binds (an
+    /// attribute the product lacks does not disagree): the products a shared
+    /// file belongs to.
+    pub fn agrees_with(&self, product: &serde_json::Map<String, serde_json::Value>) -> bool {
+        self.attrs.iter().all(|(k, v)| {
+            product
+                .get(k)
+                .and_then(|x| x.as_str())
+                .is_none_or(|pv| pv == v)
+        })
+    }
+}
+
 impl Layout {
     pub fn new(
         product_id: &str,

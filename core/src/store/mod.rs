@@ -227,7 +227,6 @@ impl Store {
             streams,
             changed: BTreeSet::new(),
             unreferenced: BTreeSet::new(),
-            force_orphan_scan: false,
         })
     }
 }
@@ -250,7 +249,6 @@ pub struct Txn<'s> {
     changed: BTreeSet<String>,
     /// Blobs some edit stopped referencing: orphan candidates at commit.
     unreferenced: BTreeSet<String>,
-    force_orphan_scan: bool,
 }
 
 /// What a commit did.
@@ -290,19 +288,10 @@ impl<'s> Txn<'s> {
         &self.streams
     }
 
-    pub fn is_changed(&self) -> bool {
-        !self.changed.is_empty()
-    }
-
     /// Records that an edit dropped a reference to `sha256`; at commit it is
     /// recorded in `orphans.json` unless something still references it.
     pub fn note_unreferenced(&mut self, sha256: &str) {
         self.unreferenced.insert(sha256.to_string());
-    }
-
-    /// Makes the commit compare the whole pool with the references.
-    pub fn scan_orphans(&mut self) {
-        self.force_orphan_scan = true;
     }
 
     /// Every blob referenced by a live item of any stream.
@@ -405,18 +394,13 @@ impl<'s> Txn<'s> {
         let mut orphans = Orphans::load(&path)?;
         let before = orphans.clone();
         let referenced = self.referenced();
-        let candidates: Vec<String> = if self.force_orphan_scan {
-            self.store.pool.list()?
-        } else {
-            self.unreferenced.iter().cloned().collect()
-        };
         let stamp = timefmt::rfc2822(now);
         let mut added = Vec::new();
-        for sha in candidates {
-            if referenced.contains(&sha) || !self.store.pool.contains(&sha) {
+        for sha in &self.unreferenced {
+            if referenced.contains(sha) || !self.store.pool.contains(sha) {
                 continue;
             }
-            let key = Pool::rel_path(&sha);
+            let key = Pool::rel_path(sha);
             if !orphans.entries.contains_key(&key) {
                 orphans.entries.insert(key.clone(), stamp.clone());
                 added.push(key);

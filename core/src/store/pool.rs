@@ -26,6 +26,36 @@ pub struct BlobRef {
     pub size: u64,
 }
 
+impl BlobRef {
+    /// Checks this content against what metadata declares for it; `what`
+    /// names the item in the error.
+    pub fn check(&self, what: &str, size: Option<u64>, sha256: Option<&str>) -> Result<()> {
+        if let Some(s) = size
+            && s != self.size
+        {
+            return Err(Error::Checksum {
+                what: what.to_string(),
+                reason: format!(
+                    "size mismatch: metadata says {s} bytes, data has {}",
+                    self.size
+                ),
+            });
+        }
+        if let Some(h) = sha256
+            && !h.eq_ignore_ascii_case(&self.sha256)
+        {
+            return Err(Error::Checksum {
+                what: what.to_string(),
+                reason: format!(
+                    "sha256 mismatch: metadata says {h}, data has {}",
+                    self.sha256
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Pool {
     root: PathBuf,
@@ -331,29 +361,7 @@ impl Staged {
 
     /// Checks the staged data against what the metadata declares.
     pub fn verify(&self, what: &str, size: Option<u64>, sha256: Option<&str>) -> Result<()> {
-        if let Some(s) = size
-            && s != self.blob.size
-        {
-            return Err(Error::Checksum {
-                what: what.to_string(),
-                reason: format!(
-                    "size mismatch: metadata says {s} bytes, data has {}",
-                    self.blob.size
-                ),
-            });
-        }
-        if let Some(h) = sha256
-            && !h.eq_ignore_ascii_case(&self.blob.sha256)
-        {
-            return Err(Error::Checksum {
-                what: what.to_string(),
-                reason: format!(
-                    "sha256 mismatch: metadata says {h}, data has {}",
-                    self.blob.sha256
-                ),
-            });
-        }
-        Ok(())
+        self.blob.check(what, size, sha256)
     }
 }
 

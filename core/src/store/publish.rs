@@ -6,7 +6,6 @@ use std::fs;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::config::StreamConfig;
 use super::fsutil::{sync_dir, write_new};
@@ -108,29 +107,4 @@ fn sign_pair(v1: &Path, name: &str, bytes: &[u8], key: &SigningKey) -> Result<()
         )?;
     }
     Ok(())
-}
-
-/// The names of the files `write_stream` generates for a stream.
-pub fn generated_names(cfg: &StreamConfig, signed: bool) -> Vec<String> {
-    let mut v = vec!["index.json".to_string(), format!("{}.json", cfg.content_id)];
-    if signed {
-        v.push("index.sjson".into());
-        v.push("index.json.gpg".into());
-        v.push(format!("{}.sjson", cfg.content_id));
-        v.push(format!("{}.json.gpg", cfg.content_id));
-    }
-    v
-}
-
-/// A JSON value's products list, for tests and tools that compare streams.
-pub fn product_names(index: &Value) -> Vec<String> {
-    index
-        .get("index")
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter_map(|e| e.get("products").and_then(Value::as_array))
-        .flatten()
-        .filter_map(|v| v.as_str().map(String::from))
-        .collect()
 }
