@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::fsutil::sync_dir;
 use crate::error::{Error, IoContext, Result};
 
-const BUF: usize = 1 << 20;
+const BUF: usize = 4 << 20;
 
 /// A blob's identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,22 +113,47 @@ impl Pool {
         })
     }
 
-    /// Copies `src` into a staged blob, hashing in the same pass.
-    /// `progress` is called with the bytes copied so far.
+    /// Copies `src` into a staged blob, hashing in the same pass: a second
+    /// thread hashes each chunk while the next is read and written, so a
+    /// large insert costs about what the slower of copying and hashing
+    /// costs, not their sum. `progress` is called with the bytes copied.
     pub fn stage_file(&self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Staged> {
         let mut input = File::open(src).at(src)?;
         let mut w = self.writer()?;
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(src, e)),
-            };
-            w.append(&buf[..n])?;
-            progress(w.len);
-        }
+        let path = w.staging_path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+        let (copied, hasher) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(move || {
+                let mut h = Sha256::new();
+                for chunk in rx {
+                    h.update(&chunk[..]);
+                }
+                h
+            });
+            let copied = (|| -> Result<()> {
+                loop {
+                    let mut buf = vec![0u8; BUF];
+                    let n = match input.read(&mut buf) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Error::io(src, e)),
+                    };
+                    buf.truncate(n);
+                    let chunk = std::sync::Arc::new(buf);
+                    // The hashing thread only stops early by panicking.
+                    let _ = tx.send(chunk.clone());
+                    w.file.write_all(&chunk).at(&path)?;
+                    w.len += n as u64;
+                    progress(w.len);
+                }
+            })();
+            drop(tx);
+            (copied, hashing.join().expect("hashing thread"))
+        });
+        copied?;
+        w.hasher = hasher;
+        w.hashed = w.len;
         w.finish()
     }
 
@@ -404,6 +429,23 @@ mod tests {
         );
         assert_eq!(pool.list().unwrap(), vec![sha.to_string()]);
         assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn files_of_many_chunks_hash_as_a_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Pool::new(d.path());
+        let src = d.path().join("big");
+        let data: Vec<u8> = (0..(2 * BUF + 12345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        fs::write(&src, &data).unwrap();
+        let mut seen = Vec::new();
+        let staged = pool.stage_file(&src, &mut |n| seen.push(n)).unwrap();
+        assert_eq!(staged.blob, hash_file(&src).unwrap());
+        assert_eq!(fs::read(staged.staging_path()).unwrap(), data);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen.last(), Some(&(data.len() as u64)));
     }
 
     #[test]
