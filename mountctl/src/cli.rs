@@ -193,9 +193,18 @@ pub struct QueryArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// OpenPGP keyring to verify signed (.sjson) sources with.
-    #[arg(long, value_name = "K")]
-    pub keyring: Option<PathBuf>,
+    /// OpenPGP keyring (binary or armored) that signed (.sjson) sources
+    /// must verify against; sstream-query's default.
+    #[arg(
+        long,
+        value_name = "K",
+        default_value = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
+    )]
+    pub keyring: PathBuf,
+
+    /// Read signed sources without checking their signatures.
+    #[arg(short = 'U', long = "no-verify")]
+    pub no_verify: bool,
 
     /// Stream name, index or products file, mirror root, or URL.
     #[arg(value_name = "SOURCE")]

@@ -354,7 +354,7 @@ fn signed_sources_give_the_signed_body() {
         .join("simplestreams/signed-minimal/test-keyring.gpg");
     let keyring = keyring.to_str().unwrap();
     // A mirror root without its trailing slash: index.sjson, read after the
-    // slash is added. Verification is not ours yet, so stderr differs (we warn).
+    // slash is added. Both check the signatures; stderr is empty for both.
     for source in ["signed-minimal", "signed-minimal/streams/v1/index.sjson"] {
         t.compare_in(
             &t.fixtures.join("simplestreams"),
@@ -365,9 +365,81 @@ fn signed_sources_give_the_signed_body() {
                 "-o",
                 "%(item_url)s %(sha256)s",
             ],
-            true,
+            false,
         );
     }
+    // The armored public key works as a keyring too (gpgv, and so
+    // sstream-query, takes only binary keyrings).
+    let dir = t.fixtures.join("simplestreams");
+    let armored = dir.join("signed-minimal/test-pubkey.asc");
+    let binary = t.compare_in(&dir, &["signed-minimal", "--keyring", keyring], false);
+    let ours = t.mountctl_query(
+        &dir,
+        &["signed-minimal", "--keyring", armored.to_str().unwrap()],
+    );
+    assert_eq!(ours.code, Some(0), "{}", ours.stderr_text());
+    assert_same(
+        "stdout",
+        &["--keyring", "test-pubkey.asc"],
+        &binary.stdout,
+        &ours.stdout,
+    );
+}
+
+#[test]
+fn signed_sources_that_do_not_verify_are_refused() {
+    let Some(t) = tools() else { return };
+    if which("gpgv").is_none() {
+        return missing("gpgv, which sstream-query verifies signed sources with, is not installed")
+            .unwrap_or(());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mirror = tmp.path().join("m");
+    streamfs_tests::store::copy_tree(&t.fixtures.join("simplestreams/signed-minimal"), &mirror);
+    let keyring = mirror.join("test-keyring.gpg");
+    let keyring = keyring.to_str().unwrap();
+    let products = mirror.join("streams/v1/download.sjson");
+    let signed = std::fs::read_to_string(&products).unwrap();
+    let tampered = signed.replacen("\"size\": ", "\"size\": 1", 1);
+    assert_ne!(tampered, signed, "nothing to tamper with");
+    std::fs::write(&products, tampered).unwrap();
+
+    // Both clients refuse the tampered products file, and say which.
+    let args = ["m", "--keyring", keyring];
+    let theirs = t.sstream_query(tmp.path(), &args);
+    assert_ne!(theirs.code, Some(0), "sstream-query read a tampered file");
+    let ours = t.mountctl_query(tmp.path(), &args);
+    assert_eq!(ours.code, Some(1), "{}", ours.stderr_text());
+    assert!(
+        ours.stderr_text().contains("m/streams/v1/download.sjson"),
+        "the error must name the file: {}",
+        ours.stderr_text()
+    );
+    assert!(ours.stdout.is_empty(), "printed from a tampered file");
+
+    // A keyring without the signer's key, and a missing keyring, fail too.
+    let store = tmp.path().join("store");
+    let made = run_in(tmp.path(), &t.mountctl, &["--store", "store", "init"]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr_text());
+    let made = run_in(tmp.path(), &t.mountctl, &["--store", "store", "keygen"]);
+    assert_eq!(made.code, Some(0), "{}", made.stderr_text());
+    let other = store.join("keys/keyring.gpg");
+    for k in [other.to_str().unwrap(), "/nonexistent/keyring.gpg"] {
+        let ours = t.mountctl_query(
+            &t.fixtures.join("simplestreams"),
+            &["signed-minimal", "--keyring", k],
+        );
+        assert_eq!(ours.code, Some(1), "keyring {k}: {}", ours.stderr_text());
+        assert!(
+            ours.stderr_text().contains("index.sjson"),
+            "{}",
+            ours.stderr_text()
+        );
+    }
+
+    // --no-verify reads it unchecked, as sstream-query -U does.
+    let args = ["m", "--no-verify", "-o", "%(item_name)s %(size)s"];
+    t.compare_in(tmp.path(), &args, false);
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -407,4 +479,82 @@ fn bad_filters_and_formats_fail_with_usage_errors() {
     );
     let clap = t.mountctl_query(&dir, &["--json", "--pretty", "x"]);
     assert_eq!(clap.code, Some(2));
+}
+
+#[test]
+fn store_streams_print_what_their_export_prints() {
+    let Some(t) = tools() else { return };
+    let sc = t.fixtures.join("maas-images/golden/util-scenario");
+    let s = streamfs_tests::store::TestStore::init(Some(streamfs_tests::store::SCENARIO_CONFIG));
+    for v in ["20250101", "20250102"] {
+        let build = sc.join(format!("builds/build-{v}.d"));
+        s.ok(&["insert", build.to_str().unwrap(), "candidate"]);
+    }
+    let export = s.tmp.path().join("export");
+    s.ok(&["export", "candidate", export.to_str().unwrap()]);
+    let index = export.join("streams/v1/index.json");
+
+    // Every column but item_url, whose root differs: the export's root for
+    // sstream-query, `candidate/` (the path under a mount) for a stream name.
+    let fmt = "%(product_name)s %(version_name)s %(item_name)s %(path)s %(sha256)s %(size)s";
+    for (args, lines) in [
+        (vec!["-o", fmt], 48),
+        (vec!["kflavor=generic", "-o", fmt, "--max", "1"], 12),
+    ] {
+        let mut theirs_args = vec![index.to_str().unwrap()];
+        theirs_args.extend_from_slice(&args);
+        let theirs = t.sstream_query(s.tmp.path(), &theirs_args);
+        assert_eq!(theirs.code, Some(0), "{}", theirs.stderr_text());
+        let mut ours_args = vec!["--store", "store", "query", "candidate"];
+        ours_args.extend_from_slice(&args);
+        let ours = run_in(s.tmp.path(), &t.mountctl, &ours_args);
+        assert_eq!(ours.code, Some(0), "{}", ours.stderr_text());
+        assert_same("stdout", &ours_args, &theirs.stdout, &ours.stdout);
+        assert_eq!(
+            ours.stdout_text().lines().count(),
+            lines,
+            "{}",
+            ours.stdout_text()
+        );
+    }
+    let urls = run_in(
+        s.tmp.path(),
+        &t.mountctl,
+        &[
+            "--store",
+            "store",
+            "query",
+            "candidate",
+            "-o",
+            "%(item_url)s=%(path)s",
+        ],
+    );
+    for line in urls.stdout_text().lines() {
+        let (url, path) = line.split_once('=').unwrap();
+        assert_eq!(url, format!("candidate/{path}"));
+    }
+
+    // An empty stream prints nothing; an unknown one is an error naming it.
+    let empty = run_in(
+        s.tmp.path(),
+        &t.mountctl,
+        &["--store", "store", "query", "stable"],
+    );
+    assert_eq!(
+        (empty.code, empty.stdout.len()),
+        (Some(0), 0),
+        "{}",
+        empty.stderr_text()
+    );
+    let unknown = run_in(
+        s.tmp.path(),
+        &t.mountctl,
+        &["--store", "store", "query", "nosuch"],
+    );
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.stderr_text().contains("unknown stream 'nosuch'"),
+        "{}",
+        unknown.stderr_text()
+    );
 }

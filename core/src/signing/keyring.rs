@@ -208,8 +208,13 @@ impl Keyring {
                 match c.verify(sig, data) {
                     Ok(()) => return Check::Good,
                     Err(e) => {
+                        // rpgp's reason is an internal assertion (hash
+                        // prefixes differ): useful in a debug log, noise in
+                        // the message a user reads.
+                        tracing::debug!("signature check failed: {e}");
                         last_err = Some(format!(
-                            "BAD signature from key {}: {e}",
+                            "BAD signature from key {}: the signed text was changed \
+                             after signing, or the signature is damaged",
                             hex_upper(key.fingerprint().as_bytes())
                         ))
                     }

@@ -33,7 +33,7 @@ use std::io::Write;
 
 use serde_json::{Map, Value};
 
-pub use mirror::{HttpGet, Mirror, NoHttp, fetch, split_mirror_url, strip_clearsign};
+pub use mirror::{HttpGet, Mirror, NoHttp, Verify, fetch, split_mirror_url, strip_clearsign};
 pub use pprint::pformat;
 pub use pyfmt::{Entries, FormatError, PercentFormat, dict_repr, repr};
 
@@ -420,16 +420,16 @@ pub fn query_products(
 
 /// Queries a mirror: `source` is what sstream-query takes (a path or URL of
 /// an index or products file under `streams/v1/`, or a mirror root).
-/// `keyring` is for `.sjson` sources.
+/// `verify` says how `.sjson` sources are checked.
 pub fn query_mirror(
     source: &str,
-    keyring: Option<&std::path::Path>,
+    verify: Verify<'_>,
     http: &dyn HttpGet,
     opts: &QueryOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
-    let (mirror, path, text) = Mirror::open(source, keyring, http)?;
+    let (mirror, path, text) = Mirror::open(source, verify, http)?;
     let mut q = Query::new(opts, out, err);
     // Whatever was printed before an error stays printed, as with
     // sstream-query; --json prints nothing then.

@@ -4,9 +4,11 @@
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use streamfs_core::store::Store;
 use streamfs_core::streams::filter::ItemFilter;
-use streamfs_core::streams::query::{Output, QueryOptions, query_mirror};
+use streamfs_core::streams::products::Products;
+use streamfs_core::streams::query::{Output, QueryOptions, Verify, query_mirror, query_products};
 
 use crate::cli::QueryArgs;
 use crate::http::Http;
@@ -32,7 +34,7 @@ fn classify(source: &str) -> Source<'_> {
     }
 }
 
-pub fn run(store: &Path, args: QueryArgs) -> anyhow::Result<()> {
+pub fn run(store_dir: &Path, args: QueryArgs) -> anyhow::Result<()> {
     // Filters are checked before anything is read, as sstream-query does.
     let filters = ItemFilter::parse_all(&args.filters)?;
     let output = if args.json {
@@ -50,35 +52,57 @@ pub fn run(store: &Path, args: QueryArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut err = std::io::stderr().lock();
-    match classify(&args.source) {
+    let res = match classify(&args.source) {
         Source::Mirror(source) => {
             tracing::debug!(source, "querying a mirror");
-            let res = query_mirror(
-                source,
-                args.keyring.as_deref(),
-                &Http::default(),
-                &opts,
-                &mut out,
-                &mut err,
-            );
-            // What was printed before a failure stays printed.
-            let flushed = out.flush();
-            res?;
-            flushed.context("<stdout>")?;
+            let verify = if args.no_verify {
+                Verify::Off
+            } else {
+                Verify::Keyring(&args.keyring)
+            };
+            query_mirror(source, verify, &Http::default(), &opts, &mut out, &mut err)
+                .map_err(anyhow::Error::from)
         }
-        Source::Stream(name) => {
-            // TODO: once the store layer lands, build the stream's products
-            // document(s) from `store` and call
-            // `streamfs_core::streams::query::query_products` with the
-            // stream's mirror root (`<mount>/<stream>/`) as item_url prefix.
-            bail!(
-                "'{name}': querying the streams of a store ({}) is not available yet; \
-                 give a mirror path (…/streams/v1/index.json) or URL",
-                store.display()
-            );
-        }
-    }
+        Source::Stream(name) => query_stream(store_dir, name, &opts, &mut out, &mut err),
+    };
+    // What was printed before a failure stays printed.
+    let flushed = out.flush();
+    res?;
+    flushed.context("<stdout>")?;
     Ok(())
+}
+
+/// Queries what a store stream publishes now: the products file of the
+/// current generation, exactly the bytes clients are served. `item_url` is
+/// `<stream>/<path>`, the item's path under a mount of the store (or under
+/// an nginx root serving that mount), since an unmounted store has no URL.
+fn query_stream(
+    store_dir: &Path,
+    name: &str,
+    opts: &QueryOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
+    // A bare word that is not a file is taken for a stream name; say so
+    // when that guess leads nowhere.
+    let guess = || format!("'{name}' is not a file here, so it was taken for a stream name");
+    let store = Store::open(store_dir).with_context(guess)?;
+    let content_id = &store.config().stream(name).with_context(guess)?.content_id;
+    let file = store
+        .snapshot()?
+        .streams_v1(name)
+        .join(format!("{content_id}.json"));
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        // A stream nothing was ever inserted into publishes no products.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(query_products(&[], opts, out, err)?);
+        }
+        Err(e) => return Err(e).with_context(|| file.display().to_string()),
+    };
+    let products = Products::parse(&file.display().to_string(), &bytes)?;
+    let root = format!("{name}/");
+    Ok(query_products(&[(&products, &root)], opts, out, err)?)
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@
 //! The mirror root string matters beyond reading: sstream-query's
 //! `item_url` is that string followed by the item's `path`, verbatim.
 
+use std::cell::OnceCell;
 use std::path::Path;
 use std::sync::LazyLock;
 
 use crate::error::{Error, Result};
+use crate::signing::Keyring;
 
 use super::pyfmt::split_lines;
 
@@ -89,6 +91,17 @@ pub fn fetch(url: &str, http: &dyn HttpGet) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// How the signatures of clearsigned (`.sjson`) documents are checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Verify<'a> {
+    /// Against the keys of this keyring (binary or armored), as
+    /// sstream-query's `--keyring` does with gpgv.
+    Keyring(&'a Path),
+    /// Not at all (sstream-query's `--no-verify`): the armor is stripped and
+    /// the body used as it is.
+    Off,
+}
+
 /// A mirror being read: its root (as given, or with the `/` sstream-query
 /// adds when the root alone does not lead to the first document).
 pub struct Mirror<'h> {
@@ -96,7 +109,10 @@ pub struct Mirror<'h> {
     http: &'h dyn HttpGet,
     /// `.sjson` sources: every document read is clearsigned.
     signed: bool,
-    keyring: Option<&'h Path>,
+    verify: Verify<'h>,
+    /// Loaded at the first signed document, so that an unsigned source needs
+    /// no keyring at all (sstream-query only calls gpgv on signed content).
+    keyring: OnceCell<Keyring>,
 }
 
 impl<'h> Mirror<'h> {
@@ -104,7 +120,7 @@ impl<'h> Mirror<'h> {
     /// Returns the mirror, the document's path under the root and its text.
     pub fn open(
         source: &str,
-        keyring: Option<&'h Path>,
+        verify: Verify<'h>,
         http: &'h dyn HttpGet,
     ) -> Result<(Self, String, String)> {
         let (root, path) = split_mirror_url(source);
@@ -112,7 +128,8 @@ impl<'h> Mirror<'h> {
             signed: path.ends_with("sjson"),
             root,
             http,
-            keyring,
+            verify,
+            keyring: OnceCell::new(),
         };
         let first = fetch(&mirror.url(&path), http)?;
         let bytes = match first {
@@ -156,21 +173,38 @@ impl<'h> Mirror<'h> {
         if !self.signed {
             return Ok(text);
         }
-        verify_clearsigned(&url, &text, self.keyring)?;
+        self.check_signature(&url, &text)?;
+        // The body is cut out as python-simplestreams cuts it, so that what
+        // is printed matches sstream-query byte for byte.
         strip_clearsign(&url, &text)
     }
-}
 
-/// Checks a clearsigned document against the keyring (`--keyring`).
-///
-/// TODO: call the OpenPGP verification of `crate::signing` here once it
-/// exists; until then the body is used unverified, and the user is told so.
-fn verify_clearsigned(url: &str, _text: &str, keyring: Option<&Path>) -> Result<()> {
-    tracing::warn!(
-        keyring = ?keyring,
-        "{url}: signature NOT verified (OpenPGP verification is not available yet)"
-    );
-    Ok(())
+    /// Checks a clearsigned document against the keyring; a document that
+    /// is not clearsigned at all fails here too, as it does in
+    /// sstream-query ("No signature found!").
+    fn check_signature(&self, url: &str, text: &str) -> Result<()> {
+        let Verify::Keyring(path) = self.verify else {
+            tracing::debug!(url, "signature not checked (--no-verify)");
+            return Ok(());
+        };
+        let keyring = match self.keyring.get() {
+            Some(k) => k,
+            None => {
+                let loaded = Keyring::load(path).map_err(|e| {
+                    Error::Signature(format!(
+                        "{url}: cannot check its signature: {e} \
+                         (give --keyring K, or --no-verify to read it unchecked)"
+                    ))
+                })?;
+                self.keyring.get_or_init(|| loaded)
+            }
+        };
+        keyring
+            .verify_cleartext(text)
+            .map_err(|e| Error::Signature(format!("{url}: {e}")))?;
+        tracing::debug!(url, keyring = %path.display(), "good signature");
+        Ok(())
+    }
 }
 
 const SIGNED_MESSAGE_HEADER: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
@@ -283,7 +317,7 @@ mod tests {
         let root = dir.path().join("m");
         let root = root.to_str().unwrap();
         // A root without its slash is fixed, as sstream-query does.
-        let e = Mirror::open(root, None, &NoHttp).err().unwrap();
+        let e = Mirror::open(root, Verify::Off, &NoHttp).err().unwrap();
         assert!(e.to_string().contains("not clearsigned"), "{e}");
         let url = format!("file://{root}/streams/v1/index.sjson");
         assert_eq!(fetch(&url, &NoHttp).unwrap().unwrap(), b"x");
