@@ -14,6 +14,12 @@ pub struct RelPath(String);
 
 impl RelPath {
     pub fn new(s: &str) -> Result<Self, String> {
+        Self::check(s)?;
+        Ok(RelPath(s.to_string()))
+    }
+
+    /// What [`RelPath::new`] checks, without keeping the path.
+    pub fn check(s: &str) -> Result<(), String> {
         if s.is_empty() {
             return Err("empty path".into());
         }
@@ -41,7 +47,7 @@ impl RelPath {
                 _ => {}
             }
         }
-        Ok(RelPath(s.to_string()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {

@@ -45,20 +45,6 @@ impl<'a> Item<'a> {
     }
 }
 
-fn obj<'a>(
-    v: &'a Value,
-    file: &str,
-    what: impl FnOnce() -> String,
-) -> Result<&'a Map<String, Value>> {
-    v.as_object().ok_or_else(|| {
-        Error::invalid(
-            file,
-            what(),
-            format!("expected an object, found {}", json::kind(v)),
-        )
-    })
-}
-
 impl Products {
     /// An empty products document for a stream.
     pub fn new(content_id: &str, datatype: &str) -> Self {
@@ -98,28 +84,7 @@ impl Products {
         let products = doc
             .entry("products")
             .or_insert_with(|| Value::Object(Map::new()));
-        let products = obj(products, file, || "products".into())?;
-        for (pname, p) in products {
-            let p = obj(p, file, || format!("product {pname}"))?;
-            let Some(versions) = p.get("versions") else {
-                continue;
-            };
-            let versions = obj(versions, file, || format!("product {pname} versions"))?;
-            for (vname, v) in versions {
-                let v = obj(v, file, || format!("product {pname} version {vname}"))?;
-                let Some(items) = v.get("items") else {
-                    continue;
-                };
-                let items = obj(items, file, || {
-                    format!("product {pname} version {vname} items")
-                })?;
-                for (iname, i) in items {
-                    let what = || format!("product {pname} version {vname} item {iname}");
-                    let i = obj(i, file, what)?;
-                    validate_item(file, &what(), i)?;
-                }
-            }
-        }
+        check_products(file, &*products)?;
         Ok(Products { doc })
     }
 
@@ -329,18 +294,104 @@ impl Products {
     }
 }
 
-fn validate_item(file: &str, what: &str, item: &Map<String, Value>) -> Result<()> {
-    if let Some(p) = item.get("path") {
+/// What checking a products document needs of a JSON value, so that the
+/// query's borrowed documents are checked by the same code as `Value`s.
+pub(crate) trait JsonNode: std::fmt::Display {
+    fn as_str(&self) -> Option<&str>;
+    fn as_u64(&self) -> Option<u64>;
+    fn kind(&self) -> &'static str;
+    fn is_object(&self) -> bool;
+    /// A member of an object (`None` for anything else).
+    fn member(&self, key: &str) -> Option<&Self>;
+    /// Calls `f` on an object's members in order, stopping at an error.
+    fn try_members(&self, f: &mut dyn FnMut(&str, &Self) -> Result<()>) -> Result<()>;
+}
+
+impl JsonNode for Value {
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+
+    fn as_u64(&self) -> Option<u64> {
+        Value::as_u64(self)
+    }
+
+    fn kind(&self) -> &'static str {
+        json::kind(self)
+    }
+
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
+    }
+
+    fn member(&self, key: &str) -> Option<&Self> {
+        self.get(key)
+    }
+
+    fn try_members(&self, f: &mut dyn FnMut(&str, &Self) -> Result<()>) -> Result<()> {
+        self.as_object()
+            .into_iter()
+            .flatten()
+            .try_for_each(|(k, v)| f(k, v))
+    }
+}
+
+fn obj<'a, N: JsonNode>(v: &'a N, file: &str, what: impl FnOnce() -> String) -> Result<&'a N> {
+    if v.is_object() {
+        Ok(v)
+    } else {
+        Err(Error::invalid(
+            file,
+            what(),
+            format!("expected an object, found {}", v.kind()),
+        ))
+    }
+}
+
+/// Checks a document's `products` member: products, versions and items are
+/// objects, and every item passes [`check_item_fields`].
+pub(crate) fn check_products<N: JsonNode>(file: &str, products: &N) -> Result<()> {
+    obj(products, file, || "products".into())?.try_members(&mut |pname, p| {
+        let p = obj(p, file, || format!("product {pname}"))?;
+        let Some(versions) = p.member("versions") else {
+            return Ok(());
+        };
+        let versions = obj(versions, file, || format!("product {pname} versions"))?;
+        versions.try_members(&mut |vname, v| {
+            let v = obj(v, file, || format!("product {pname} version {vname}"))?;
+            let Some(items) = v.member("items") else {
+                return Ok(());
+            };
+            let items = obj(items, file, || {
+                format!("product {pname} version {vname} items")
+            })?;
+            items.try_members(&mut |iname, i| {
+                let what = || format!("product {pname} version {vname} item {iname}");
+                let i = obj(i, file, what)?;
+                check_item_fields(file, &what(), |k| i.member(k))
+            })
+        })
+    })
+}
+
+/// An item's `path` is safe, its `sha256` 64 hex digits and its `size` a
+/// non-negative integer, where present.
+pub(crate) fn check_item_fields<'v, F: JsonNode + 'v>(
+    file: &str,
+    what: &str,
+    get: impl Fn(&str) -> Option<&'v F>,
+) -> Result<()> {
+    if let Some(p) = get("path") {
         let s = p.as_str().ok_or_else(|| {
             Error::invalid(
                 file,
                 what,
-                format!("path must be a string, found {}", json::kind(p)),
+                format!("path must be a string, found {}", p.kind()),
             )
         })?;
-        RelPath::new(s).map_err(|reason| Error::invalid(file, what, reason))?;
+        RelPath::check(s).map_err(|reason| Error::invalid(file, what, reason))?;
     }
-    if let Some(h) = item.get("sha256") {
+    if let Some(h) = get("sha256") {
         let ok = h
             .as_str()
             .is_some_and(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -352,7 +403,7 @@ fn validate_item(file: &str, what: &str, item: &Map<String, Value>) -> Result<()
             ));
         }
     }
-    if let Some(s) = item.get("size")
+    if let Some(s) = get("size")
         && s.as_u64().is_none()
     {
         return Err(Error::invalid(

@@ -27,22 +27,25 @@ mod mirror;
 mod pprint;
 mod printable;
 mod pyfmt;
+pub mod tree;
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::rc::Rc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use mirror::{HttpGet, Mirror, NoHttp, Verify, fetch, split_mirror_url, strip_clearsign};
 pub use pprint::pformat;
 pub use pyfmt::{Entries, FormatError, PercentFormat, dict_repr, repr};
+use pyfmt::{write_dict_pair, write_dict_repr};
 
 use super::filter::ItemFilter;
-use super::flatten::expand_aliases;
 use super::index::parse_index;
-use super::products::Products;
+use super::products::check_products;
 use crate::error::{Error, IoContext, Result};
-use crate::json::{self, python_str};
+use crate::json;
+use tree::{Node, Object};
 
 /// How items are printed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,33 +102,49 @@ const STDERR: &str = "<stderr>";
 #[derive(Clone, Debug, Default)]
 pub struct Flat<'d> {
     entries: Vec<(&'d str, Cow<'d, str>)>,
+    /// `repr(key): repr(value)` of entries, where [`Flat::prerender`] made
+    /// it: an upper level's pairs are rendered once for all the items below
+    /// it instead of once per item (they are most of an item's text).
+    rendered: Vec<Option<Rc<str>>>,
 }
 
 impl<'d> Flat<'d> {
     fn set(&mut self, key: &'d str, value: Cow<'d, str>) {
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
+        match self.entries.iter().position(|(k, _)| *k == key) {
+            Some(i) => {
+                self.entries[i].1 = value;
+                self.rendered[i] = None;
+            }
+            None => {
+                self.entries.push((key, value));
+                self.rendered.push(None);
+            }
+        }
+    }
+
+    /// Renders the pairs not rendered yet, for `%s`/`%r` of the items below.
+    fn prerender(&mut self) {
+        for ((k, v), r) in self.entries.iter().zip(&mut self.rendered) {
+            if r.is_none() {
+                let mut s = String::with_capacity(k.len() + v.len() + 6);
+                write_dict_pair(&mut s, k, v, false);
+                *r = Some(s.into());
+            }
         }
     }
 
     /// Adds a level's scalar attributes (`stringitems`).
-    fn add_level(&mut self, level: &'d Map<String, Value>) {
-        for (k, v) in level {
-            let value = match v {
-                Value::String(s) => Cow::Borrowed(s.as_str()),
-                other => match python_str(other) {
-                    Some(s) => Cow::Owned(s),
-                    None => continue,
-                },
-            };
-            self.set(k, value);
+    fn add_level(&mut self, level: &Members<'d>) {
+        for &(k, v) in level {
+            if let Some(value) = v.python_str() {
+                self.set(k, value);
+            }
         }
     }
 
     /// The next level down: this one, then `level`'s attributes, then its
     /// name under `name_key`.
-    fn child(&self, level: &'d Map<String, Value>, name_key: &'static str, name: &'d str) -> Self {
+    fn child(&self, level: &Members<'d>, name_key: &'static str, name: &'d str) -> Self {
         let mut f = self.clone();
         f.add_level(level);
         f.set(name_key, Cow::Borrowed(name));
@@ -161,13 +180,107 @@ impl Entries for Flat<'_> {
     fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
     }
+
+    fn write_dict_repr(&self, out: &mut String, ascii: bool) {
+        if ascii {
+            return write_dict_repr(out, self.pairs(), ascii);
+        }
+        out.push('{');
+        for (i, ((k, v), r)) in self.entries.iter().zip(&self.rendered).enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match r {
+                Some(r) => out.push_str(r),
+                None => write_dict_pair(out, k, v, false),
+            }
+        }
+        out.push('}');
+    }
 }
 
 /// One item selected for printing.
 struct Selected<'d> {
     flat: Flat<'d>,
     name: &'d str,
-    data: &'d Map<String, Value>,
+    /// The item's own `path` (not one inherited from a level above).
+    own_path: Option<&'d str>,
+}
+
+/// A level's members as python-simplestreams' `expand_tree` leaves them:
+/// for each of the level's own keys in order, a string value with an entry
+/// in `_aliases[key]` merges that entry's members in (replacing in place,
+/// new keys at the end). Applied to each level as it is flattened instead of
+/// rewriting the whole tree first.
+type Members<'d> = Vec<(&'d str, &'d Node<'d>)>;
+
+const ALIASES: &str = "_aliases";
+
+fn expanded<'d>(level: &'d Object<'d>, aliases: Option<&'d Object<'d>>) -> Members<'d> {
+    let mut m: Members<'d> = level.iter().collect();
+    let Some(refs) = aliases else {
+        return m;
+    };
+    for (key, _) in level.iter() {
+        if key == ALIASES {
+            continue;
+        }
+        let Some(Node::Object(table)) = refs.get(key) else {
+            continue;
+        };
+        if table.is_empty() {
+            continue;
+        }
+        let Some(val) = lookup(&m, key).and_then(Node::as_str) else {
+            continue;
+        };
+        if val.is_empty() {
+            continue;
+        }
+        if let Some(Node::Object(add)) = table.get(val) {
+            for (k, v) in add.iter() {
+                match m.iter_mut().find(|(mk, _)| *mk == k) {
+                    Some(slot) => slot.1 = v,
+                    None => m.push((k, v)),
+                }
+            }
+        }
+    }
+    m
+}
+
+fn lookup<'d>(m: &Members<'d>, key: &str) -> Option<&'d Node<'d>> {
+    m.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
+}
+
+/// Checks what python-simplestreams would trip on, and what the store
+/// refuses (unsafe paths, malformed checksums and sizes), before anything
+/// of the document is printed.
+fn check_products_doc(file: &str, doc: &Object) -> Result<()> {
+    match doc.get("format") {
+        Some(Node::String(f)) if f == "products:1.0" => {}
+        Some(other) => {
+            return Err(Error::invalid(
+                file,
+                "format",
+                format!("expected \"products:1.0\", found {other}"),
+            ));
+        }
+        None => {
+            return Err(Error::invalid(
+                file,
+                "format",
+                "missing \"format\": not a products:1.0 document",
+            ));
+        }
+    }
+    if doc.get("content_id").is_none() {
+        return Err(Error::invalid(file, "content_id", "missing"));
+    }
+    match doc.get("products") {
+        Some(products) => check_products(file, products),
+        None => Ok(()),
+    }
 }
 
 impl<'a> Query<'a> {
@@ -186,54 +299,57 @@ impl<'a> Query<'a> {
         }
     }
 
-    /// Queries one products document (aliases not yet expanded; taken by
-    /// value because expanding them rewrites it). `file` names it in errors;
-    /// `mirror` is the root its item paths are relative to, as the string
-    /// `item_url`s start with.
-    pub fn products(
-        &mut self,
-        file: &str,
-        mut doc: Map<String, Value>,
-        mirror: &str,
-    ) -> Result<()> {
-        if !doc.contains_key("content_id") {
-            return Err(Error::invalid(file, "content_id", "missing"));
-        }
-        expand_aliases(&mut doc);
+    /// Queries one products document. `file` names it in errors; `mirror`
+    /// is the root its item paths are relative to, as the string `item_url`s
+    /// start with.
+    pub fn products(&mut self, file: &str, doc: &Object<'_>, mirror: &str) -> Result<()> {
+        check_products_doc(file, doc)?;
+        let aliases = doc.get(ALIASES).and_then(Node::as_object);
+        let top_level = expanded(doc, aliases);
+        let prerender = matches!(&self.printer, Printer::Format(f, _) if f.renders_item());
         let mut top = Flat::default();
-        top.add_level(&doc);
-        let products = doc.get("products").and_then(Value::as_object);
-        for (pname, product) in products.into_iter().flatten() {
+        top.add_level(&top_level);
+        let products = lookup(&top_level, "products").and_then(Node::as_object);
+        for (pname, product) in products.into_iter().flat_map(Object::iter) {
             let Some(product) = product.as_object() else {
                 continue;
             };
-            let Some(versions) = product.get("versions").and_then(Value::as_object) else {
+            let product = expanded(product, aliases);
+            let Some(versions) = lookup(&product, "versions").and_then(Node::as_object) else {
                 continue;
             };
-            let pflat = top.child(product, "product_name", pname);
+            let mut pflat = top.child(&product, "product_name", pname);
+            if prerender {
+                pflat.prerender();
+            }
             let mut kept: Vec<(&str, Vec<Selected>)> = Vec::new();
-            for (vname, version) in versions {
+            for (vname, version) in versions.iter() {
                 let Some(version) = version.as_object() else {
                     continue;
                 };
-                let items = version.get("items").and_then(Value::as_object);
+                let version = expanded(version, aliases);
+                let items = lookup(&version, "items").and_then(Node::as_object);
                 let Some(items) = items.filter(|i| !i.is_empty()) else {
                     // Never had items: sstream-query keeps such a version.
                     kept.push((vname, Vec::new()));
                     continue;
                 };
-                let vflat = pflat.child(version, "version_name", vname);
+                let mut vflat = pflat.child(&version, "version_name", vname);
+                if prerender {
+                    vflat.prerender();
+                }
                 let mut selected = Vec::new();
-                for (iname, item) in items {
-                    let Some(data) = item.as_object() else {
+                for (iname, item) in items.iter() {
+                    let Some(item) = item.as_object() else {
                         continue;
                     };
-                    let flat = vflat.child(data, "item_name", iname);
+                    let item = expanded(item, aliases);
+                    let flat = vflat.child(&item, "item_name", iname);
                     if flat.matches(self.filters)? {
                         selected.push(Selected {
                             flat,
                             name: iname,
-                            data,
+                            own_path: lookup(&item, "path").and_then(Node::as_str),
                         });
                     }
                 }
@@ -246,7 +362,7 @@ impl<'a> Query<'a> {
             for (vname, items) in kept {
                 for mut sel in items {
                     let what = || format!("product {pname} version {vname} item {}", sel.name);
-                    add_item_url(file, &what, &mut sel.flat, sel.data, mirror)?;
+                    add_item_url(file, &what, &mut sel.flat, sel.own_path, mirror)?;
                     self.print(&sel.flat)?;
                 }
             }
@@ -297,13 +413,10 @@ impl<'a> Query<'a> {
     fn sync(&mut self, mirror: &Mirror, path: &str, text: &str, depth: usize) -> Result<()> {
         const MAX_DEPTH: usize = 8;
         let url = mirror.url(path);
-        let doc = json::parse_object(&url, text.as_bytes())?;
-        let format = doc.get("format").and_then(Value::as_str);
+        let doc = tree::parse_object(&url, text.as_bytes())?;
+        let format = doc.get("format").and_then(Node::as_str);
         match format {
-            Some("products:1.0") => {
-                let products = Products::from_map(&url, doc)?;
-                self.products(&url, products.into_doc(), mirror.root())
-            }
+            Some("products:1.0") => self.products(&url, &doc, mirror.root()),
             Some("index:1.0") if depth < MAX_DEPTH => {
                 for entry in parse_index(&url, text.as_bytes())? {
                     let fmt = entry.data.get("format").and_then(Value::as_str);
@@ -325,7 +438,7 @@ impl<'a> Query<'a> {
                 format!(
                     "unknown format {}: expected \"products:1.0\" or \"index:1.0\"",
                     doc.get("format")
-                        .map_or("(missing)".to_string(), Value::to_string)
+                        .map_or("(missing)".to_string(), Node::to_string)
                 ),
             )),
         }
@@ -350,10 +463,9 @@ fn add_item_url(
     file: &str,
     what: &dyn Fn() -> String,
     item: &mut Flat,
-    data: &Map<String, Value>,
+    own_path: Option<&str>,
     mirror: &str,
 ) -> Result<()> {
-    let own_path = data.get("path").and_then(Value::as_str);
     if let Some(path) = own_path {
         let url = format!("{mirror}{path}");
         if !["md5", "sha256", "sha512"]
@@ -402,18 +514,19 @@ fn is_python_int(s: &str) -> bool {
         && digits.chars().all(|c| c == '_' || c.is_numeric())
 }
 
-/// Queries documents already in memory (a store stream's generated products),
-/// each with the mirror root its paths are relative to.
+/// Queries products files already read (a store stream's generated
+/// ones): each as its file name, its bytes, and the mirror root its paths
+/// are relative to.
 pub fn query_products(
-    docs: &[(&Products, &str)],
+    docs: &[(&str, &[u8], &str)],
     opts: &QueryOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
     let mut q = Query::new(opts, out, err);
-    for (products, mirror) in docs {
-        let file = format!("{mirror}streams/v1/{}.json", products.content_id());
-        q.products(&file, products.doc().clone(), mirror)?;
+    for &(file, bytes, mirror) in docs {
+        let doc = tree::parse_object(file, bytes)?;
+        q.products(file, &doc, mirror)?;
     }
     q.finish()
 }
@@ -449,21 +562,25 @@ mod tests {
 
     const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-    fn doc(products: Value) -> Products {
-        let mut m = Map::new();
-        m.insert("format".into(), "products:1.0".into());
-        m.insert("content_id".into(), "c".into());
-        m.insert("products".into(), products);
-        Products::from_map("t", m).unwrap()
+    /// A products file's bytes.
+    fn doc(products: Value) -> Vec<u8> {
+        let doc = serde_json::json!({
+            "format": "products:1.0", "content_id": "c", "products": products
+        });
+        serde_json::to_vec(&doc).unwrap()
     }
 
-    fn run(p: &Products, opts: &QueryOptions) -> (String, String) {
+    fn query(p: &[u8], opts: &QueryOptions) -> Result<(String, String)> {
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        query_products(&[(p, "/m/")], opts, &mut out, &mut err).unwrap();
-        (
+        query_products(&[("t", p, "/m/")], opts, &mut out, &mut err)?;
+        Ok((
             String::from_utf8(out).unwrap(),
             String::from_utf8(err).unwrap(),
-        )
+        ))
+    }
+
+    fn run(p: &[u8], opts: &QueryOptions) -> (String, String) {
+        query(p, opts).unwrap()
     }
 
     fn opts(filters: &[&str], max: Option<i64>, fmt: &str) -> QueryOptions {
@@ -474,7 +591,7 @@ mod tests {
         }
     }
 
-    fn versions_doc() -> Products {
+    fn versions_doc() -> Vec<u8> {
         let item = |a: &str| serde_json::json!({"items": {"i": {"arch": a}}});
         doc(serde_json::json!({
             "p": {"versions": {"2": item("x"), "3": item("y"), "1": item("x"), "10": item("x")}},
@@ -514,9 +631,7 @@ mod tests {
         assert_eq!(out, "/m/a/b\n");
         let p = doc(serde_json::json!({"p": {"versions": {"1": {"items": {
             "i": {"path": "a/b", "size": 3}}}}}}));
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let e = query_products(&[(&p, "/m/")], &QueryOptions::default(), &mut out, &mut err)
-            .unwrap_err();
+        let e = query(&p, &QueryOptions::default()).unwrap_err();
         assert!(e.to_string().contains("checksum"), "{e}");
         assert!(is_python_int(" +1_000 ") && !is_python_int("1.5") && !is_python_int("1__0"));
     }
@@ -527,25 +642,38 @@ mod tests {
             "_aliases":{"crsn":{"r1":{"region":"r1","arch":"aliased"}}},
             "products":{"p":{"arch":"y","crsn":"r1","versions":{"1":{"label":"l","product_name":"v",
             "items":{"i":{"arch":"z","size":3,"ok":true,"list":[1],"crsn":"r1"},"j":{"n":null}}}}}}}"#;
-        let products = Products::parse("t", text).unwrap();
+        let products = crate::streams::products::Products::parse("t", text).unwrap();
         let want = crate::streams::flatten::flatten(&products);
-        let mut doc = products.into_doc();
-        expand_aliases(&mut doc);
-        let top = {
-            let mut f = Flat::default();
-            f.add_level(&doc);
-            f
+        let doc = tree::parse_object("t", text).unwrap();
+        let aliases = doc.get(ALIASES).and_then(Node::as_object);
+        let level = |n: &'static [&str]| {
+            let mut o = &doc;
+            for k in n {
+                o = o.get(k).and_then(Node::as_object).unwrap();
+            }
+            expanded(o, aliases)
         };
-        let p = doc["products"]["p"].as_object().unwrap();
-        let v = p["versions"]["1"].as_object().unwrap();
-        let pf = top.child(p, "product_name", "p");
-        let vf = pf.child(v, "version_name", "1");
-        let got: Vec<Value> = ["i", "j"]
+        let mut top = Flat::default();
+        top.add_level(&expanded(&doc, aliases));
+        let pf = top.child(&level(&["products", "p"]), "product_name", "p");
+        let vf = pf.child(
+            &level(&["products", "p", "versions", "1"]),
+            "version_name",
+            "1",
+        );
+        let items = [
+            (
+                "i",
+                level(&["products", "p", "versions", "1", "items", "i"]),
+            ),
+            (
+                "j",
+                level(&["products", "p", "versions", "1", "items", "j"]),
+            ),
+        ];
+        let got: Vec<Value> = items
             .iter()
-            .map(|i| {
-                vf.child(v["items"][*i].as_object().unwrap(), "item_name", i)
-                    .to_json()
-            })
+            .map(|(name, m)| vf.child(m, "item_name", name).to_json())
             .collect();
         let want: Vec<Value> = want.into_iter().map(Value::Object).collect();
         assert_eq!(got, want);

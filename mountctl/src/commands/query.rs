@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::Context;
 use streamfs_core::store::Store;
 use streamfs_core::streams::filter::ItemFilter;
-use streamfs_core::streams::products::Products;
 use streamfs_core::streams::query::{Output, QueryOptions, Verify, query_mirror, query_products};
 
 use crate::cli::QueryArgs;
@@ -100,9 +99,9 @@ fn query_stream(
         }
         Err(e) => return Err(e).with_context(|| file.display().to_string()),
     };
-    let products = Products::parse(&file.display().to_string(), &bytes)?;
     let root = format!("{name}/");
-    Ok(query_products(&[(&products, &root)], opts, out, err)?)
+    let file = file.display().to_string();
+    Ok(query_products(&[(&file, &bytes, &root)], opts, out, err)?)
 }
 
 #[cfg(test)]
