@@ -388,6 +388,29 @@ mod tests {
         assert!(Products::parse("f.json", doc("ok/x").as_bytes()).is_ok());
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/products.rs): a number beyond
+    /// u64 (here an unknown key's, which must survive untouched) came back
+    /// one unit in the last place off at every rewrite, because JSON floats
+    /// were not parsed with correct rounding.
+    #[test]
+    fn numbers_survive_a_read_modify_write_unchanged() {
+        let text = format!(
+            r#"{{"format":"products:1.0","huge":{},"tiny":1.7668888888888892e+98,"p":0.1,"products":{{}}}}"#,
+            "176688888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888"
+        );
+        let first = Products::parse("f.json", text.as_bytes()).unwrap();
+        let written = first.to_bytes();
+        let again = Products::parse("f.json", &written).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(again.to_bytes(), written, "a rewrite changes nothing");
+        let written = String::from_utf8(written).unwrap();
+        assert!(
+            written.contains("\"tiny\": 1.7668888888888892e+98"),
+            "{written}"
+        );
+        assert!(written.contains("\"p\": 0.1,"), "{written}");
+    }
+
     #[test]
     fn removing_the_last_item_removes_its_version_and_product() {
         let mut p = Products::parse("f", doc("a/b").as_bytes()).unwrap();
