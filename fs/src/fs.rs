@@ -424,8 +424,14 @@ impl StreamFs {
         }
     }
 
+    /// Whether `caller` may change the store: root and the store's owner
+    /// only (DESIGN §3), whatever the mode bits shown say.
+    pub fn can_write(&self, caller: Caller) -> bool {
+        caller.uid == 0 || caller.uid == self.owner.0
+    }
+
     fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
-        if caller.uid == 0 || caller.uid == self.owner.0 {
+        if self.can_write(caller) {
             Ok(())
         } else {
             Err(refuse(
@@ -1337,10 +1343,27 @@ impl StreamFs {
         }
     }
 
-    /// `chmod`, `chown`, `utimes` succeed without effect; a size change is
-    /// only possible on data being written.
-    pub fn setattr(&self, ino: u64, fh: Option<u64>, size: Option<u64>) -> FsResult<Attr> {
+    /// `chmod`, `chown`, `utimes` (`attrs`) succeed without effect; a size
+    /// change is only possible on data being written. Either is a write:
+    /// refused to whoever may not write, so that nobody else truncates an
+    /// insert in progress or sees a `touch` succeed.
+    pub fn setattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        attrs: bool,
+    ) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
+        if size.is_some() || attrs {
+            let op = if size.is_some() {
+                "truncate"
+            } else {
+                "setattr"
+            };
+            self.may_write(caller, op, &path)?;
+        }
         if let Some(size) = size {
             let h = match fh.and_then(|fh| self.handle(fh)) {
                 Some(h) => Some(h),
@@ -1495,6 +1518,37 @@ mod tests {
         // …while the removed path below it stays resolvable.
         let generic = fs.lookup(up, "generic").unwrap();
         assert_eq!(fs.lookup(generic.ino, "boot-kernel").unwrap().size, 6);
+    }
+
+    #[test]
+    fn only_root_and_the_owner_truncate_or_touch() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let (a, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+        fs.write(o.fh, 0, b"kernel").unwrap();
+        let other = Caller { uid: 4242 };
+        assert!(!fs.can_write(other));
+        // Nobody else shortens an insert in progress, by path or otherwise.
+        assert!(matches!(
+            fs.setattr(other, a.ino, None, Some(0), false),
+            Err(FsError::Denied(_))
+        ));
+        assert!(matches!(
+            fs.setattr(other, a.ino, None, None, true),
+            Err(FsError::Denied(_))
+        ));
+        // A plain getattr-like setattr changes nothing and is anyone's.
+        assert_eq!(fs.setattr(other, a.ino, None, None, false).unwrap().size, 6);
+        fs.release(o.fh).unwrap();
+        let a = fs.lookup(dir, "boot-kernel").unwrap();
+        assert_eq!(a.size, 6);
+        // The owner's `cp -a` sets attributes without effect.
+        assert_eq!(
+            fs.setattr(ROOT_CALLER, a.ino, None, None, true)
+                .unwrap()
+                .size,
+            6
+        );
     }
 
     #[test]
