@@ -895,31 +895,54 @@ impl StreamFs {
 
     /// `close` (FLUSH): the insert happens here, so the writer learns of a
     /// refusal or a checksum mismatch from `close` itself.
+    ///
+    /// Every `close` of a descriptor sends a FLUSH, also the one a shell
+    /// makes right after `dup2` when it sets up `cmd > file`, before `cmd`
+    /// writes anything: a FLUSH of a handle that holds no data yet leaves it
+    /// open, and the RELEASE after the last close inserts what it holds
+    /// (an empty file included).
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.finish(fh, false)
+    }
+
+    fn finish(&self, fh: u64, last: bool) -> FsResult<()> {
         let Some(h) = self.handle(fh) else {
             return Ok(());
         };
         let mut h = h.lock().expect("handle lock");
-        let taken = match &*h {
-            Handle::Write { .. } | Handle::Meta { .. } => std::mem::replace(&mut *h, Handle::Done),
+        let empty = match &*h {
+            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.len() == 0),
+            Handle::Meta { buf, .. } => buf.is_empty(),
             _ => return Ok(()),
         };
-        match taken {
+        if empty && !last {
+            return Ok(());
+        }
+        let taken = std::mem::replace(&mut *h, Handle::Done);
+        // The path stays "being written" until its commit is shown: a
+        // second writer racing for it gets EBUSY, never a moment where the
+        // path is missing.
+        let (path, r) = match taken {
             Handle::Write { path, writer } => {
-                self.work.lock().expect("work lock").writing.remove(&path);
-                let staged = writer.expect("writer until flushed").finish()?;
-                self.finish_blob(&path, staged)
+                let r = writer
+                    .expect("writer until flushed")
+                    .finish()
+                    .map_err(FsError::from)
+                    .and_then(|staged| self.finish_blob(&path, staged));
+                (path, r)
             }
             Handle::Meta { path, buf } => {
-                self.work.lock().expect("work lock").writing.remove(&path);
-                self.finish_meta(&path, buf)
+                let r = self.finish_meta(&path, buf);
+                (path, r)
             }
-            _ => Ok(()),
-        }
+            _ => return Ok(()),
+        };
+        self.work.lock().expect("work lock").writing.remove(&path);
+        r
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.flush(fh);
+        let r = self.finish(fh, true);
         self.handles.lock().expect("handles lock").remove(&fh);
         r
     }
@@ -1549,6 +1572,26 @@ mod tests {
                 .size,
             6
         );
+    }
+
+    /// `sh -c 'cmd > file'`: the shell's close after dup2 comes before any
+    /// write; the insert waits for data or for the last close.
+    #[test]
+    fn a_close_before_any_write_leaves_the_file_open_for_the_shell_redirect() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let (_, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+        fs.flush(o.fh).unwrap();
+        assert_eq!(fs.write(o.fh, 0, b"kernel").unwrap(), 6);
+        fs.flush(o.fh).unwrap();
+        fs.release(o.fh).unwrap();
+        assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
+        // An empty file is inserted at the last close.
+        let (_, o) = fs.create(ROOT_CALLER, dir, "boot-initrd").unwrap();
+        fs.flush(o.fh).unwrap();
+        fs.release(o.fh).unwrap();
+        let a = fs.lookup(dir, "boot-initrd").unwrap();
+        assert_eq!((a.size, a.perm), (0, 0o444));
     }
 
     #[test]

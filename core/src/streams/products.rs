@@ -95,6 +95,10 @@ impl Products {
                 ));
             }
         }
+        if doc.contains_key("_aliases") {
+            crate::streams::flatten::expand_aliases(&mut doc.clone())
+                .map_err(|r| Error::invalid(file, "_aliases", r))?;
+        }
         let products = doc
             .entry("products")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -409,6 +413,49 @@ mod tests {
             "{written}"
         );
         assert!(written.contains("\"p\": 0.1,"), "{written}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/products.rs): an alias whose
+    /// attributes bring in the aliased key again expanded forever and
+    /// overflowed the stack; aliases that double at every level would
+    /// exhaust memory.
+    #[test]
+    fn aliases_that_include_themselves_or_multiply_are_refused() {
+        let looping = br#"{"format":"products:1.0","content_id":"c",
+            "_aliases":{"k":{"v":{"child":{"k":"v"}}}},
+            "products":{"p":{"k":"v","versions":{}}}}"#;
+        let e = Products::parse("f.json", looping).unwrap_err().to_string();
+        assert!(
+            e.contains("f.json: _aliases") && e.contains("includes itself"),
+            "{e}"
+        );
+        // The query path reads documents without Products' validation.
+        let doc = json::parse_object("f.json", looping).unwrap();
+        let opts = crate::streams::query::QueryOptions::default();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut q = crate::streams::query::Query::new(&opts, &mut out, &mut err);
+        let e = q.products("f.json", doc, "").unwrap_err().to_string();
+        assert!(e.contains("includes itself"), "{e}");
+
+        let mut table = serde_json::Map::new();
+        for level in 0..60 {
+            table.insert(
+                format!("k{level}"),
+                serde_json::json!({"v": {"a": {format!("k{}", level + 1): "v"}, "b": {format!("k{}", level + 1): "v"}}}),
+            );
+        }
+        let doubling = serde_json::json!({
+            "format": "products:1.0",
+            "_aliases": table,
+            "products": {"p": {"k0": "v"}}
+        });
+        let e = Products::parse("g.json", doubling.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("g.json: _aliases") && e.contains("objects"),
+            "{e}"
+        );
     }
 
     #[test]

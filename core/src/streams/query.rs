@@ -199,7 +199,7 @@ impl<'a> Query<'a> {
         if !doc.contains_key("content_id") {
             return Err(Error::invalid(file, "content_id", "missing"));
         }
-        expand_aliases(&mut doc);
+        expand_aliases(&mut doc).map_err(|r| Error::invalid(file, "_aliases", r))?;
         let mut top = Flat::default();
         top.add_level(&doc);
         let products = doc.get("products").and_then(Value::as_object);
@@ -530,7 +530,7 @@ mod tests {
         let products = Products::parse("t", text).unwrap();
         let want = crate::streams::flatten::flatten(&products);
         let mut doc = products.into_doc();
-        expand_aliases(&mut doc);
+        expand_aliases(&mut doc).unwrap();
         let top = {
             let mut f = Flat::default();
             f.add_level(&doc);
