@@ -911,7 +911,7 @@ impl StreamFs {
         };
         let mut h = h.lock().expect("handle lock");
         let empty = match &*h {
-            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.len() == 0),
+            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.is_empty()),
             Handle::Meta { buf, .. } => buf.is_empty(),
             _ => return Ok(()),
         };
