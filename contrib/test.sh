@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with the Rust toolchain:
 # installs what the tests drive for real (nginx, rsync, gpg/gpgv, fuse3, the
-# python-simplestreams client in a venv), then runs every test.
+# python-simplestreams client in a venv, cargo-fuzz), fuzzes the parsers for
+# a bounded time (contrib/fuzz.sh), then runs every test.
 #
 #   contrib/test.sh            # as root (or with sudo available)
 #
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx rsync gnupg gpgv fuse3 python3 python3-venv squashfs-tools ca-certificates)
+packages=(nginx rsync gnupg gpgv fuse3 python3 python3-venv squashfs-tools ca-certificates g++)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +33,11 @@ if [ ! -x "$venv/bin/sstream-query" ]; then
 fi
 export STREAMFS_SSTREAM_VENV="$venv"
 export STREAMFS_FIXTURES="${STREAMFS_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
+
+# Bounded fuzzing (contrib/fuzz.sh): cargo-fuzz on the stable toolchain,
+# built once and kept in ~/.cargo/bin.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+contrib/fuzz.sh
 
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -6,16 +6,92 @@
 //! `python_str` renders a value the way python-simplestreams' `str()` does
 //! when it flattens items, which filters and query output depend on.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
 /// Parses a JSON document, naming `file` in the error.
+///
+/// A key that appears twice in one object is an error: parsers disagree on
+/// which occurrence counts (the first, the last, both), so a signed document
+/// with duplicates could mean one thing to the signer's reviewer and another
+/// to a client. Nesting deeper than 128 levels is an error too (serde_json's
+/// limit), so no document exhausts the stack.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Json {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Strict::deserialize(&mut de).and_then(|v| de.end().map(|()| v.0));
+    parsed.map_err(|e| Error::Json {
         file: file.to_string(),
         reason: e.to_string(),
     })
+}
+
+/// A JSON value read like `serde_json::Value`, refusing duplicate keys.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key \"{}\"",
+                    key.escape_debug()
+                )));
+            }
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Parses a JSON document whose top level must be an object.
@@ -200,6 +276,37 @@ mod tests {
             s,
             "{\n \"a\": {},\n \"b\": [\n  1,\n  {\n   \"x\": \"\\u00e9\"\n  }\n ],\n \"c\": []\n}\n"
         );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        let e = parse("f.json", br#"{"products": {"p": 1, "q": 2, "p": 3}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("f.json") && e.contains("duplicate key \"p\""),
+            "{e}"
+        );
+        assert!(parse("f.json", br#"{"a": {"p": 1}, "b": {"p": 1}}"#).is_ok());
+    }
+
+    #[test]
+    fn nesting_too_deep_for_the_stack_is_refused() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse("f.json", deep.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("recursion limit"), "{e}");
+        let e = parse("f.json", b"{} x").unwrap_err().to_string();
+        assert!(e.contains("trailing characters"), "{e}");
+    }
+
+    #[test]
+    fn parsing_gives_what_serde_json_gives() {
+        let text = br#"{"b": [1, -2, 3.5, 1e300, true, null, "\u00e9"], "a": {}, "c": 18446744073709551615}"#;
+        let want: Value = serde_json::from_slice(text).unwrap();
+        let got = parse("f", text).unwrap();
+        assert_eq!(got, want);
+        let keys: Vec<&String> = got.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["b", "a", "c"], "document order kept");
     }
 
     #[test]

@@ -424,8 +424,14 @@ impl StreamFs {
         }
     }
 
+    /// Whether `caller` may change the store: root and the store's owner
+    /// only (DESIGN §3), whatever the mode bits shown say.
+    pub fn can_write(&self, caller: Caller) -> bool {
+        caller.uid == 0 || caller.uid == self.owner.0
+    }
+
     fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
-        if caller.uid == 0 || caller.uid == self.owner.0 {
+        if self.can_write(caller) {
             Ok(())
         } else {
             Err(refuse(
@@ -889,31 +895,54 @@ impl StreamFs {
 
     /// `close` (FLUSH): the insert happens here, so the writer learns of a
     /// refusal or a checksum mismatch from `close` itself.
+    ///
+    /// Every `close` of a descriptor sends a FLUSH, also the one a shell
+    /// makes right after `dup2` when it sets up `cmd > file`, before `cmd`
+    /// writes anything: a FLUSH of a handle that holds no data yet leaves it
+    /// open, and the RELEASE after the last close inserts what it holds
+    /// (an empty file included).
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.finish(fh, false)
+    }
+
+    fn finish(&self, fh: u64, last: bool) -> FsResult<()> {
         let Some(h) = self.handle(fh) else {
             return Ok(());
         };
         let mut h = h.lock().expect("handle lock");
-        let taken = match &*h {
-            Handle::Write { .. } | Handle::Meta { .. } => std::mem::replace(&mut *h, Handle::Done),
+        let empty = match &*h {
+            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.is_empty()),
+            Handle::Meta { buf, .. } => buf.is_empty(),
             _ => return Ok(()),
         };
-        match taken {
+        if empty && !last {
+            return Ok(());
+        }
+        let taken = std::mem::replace(&mut *h, Handle::Done);
+        // The path stays "being written" until its commit is shown: a
+        // second writer racing for it gets EBUSY, never a moment where the
+        // path is missing.
+        let (path, r) = match taken {
             Handle::Write { path, writer } => {
-                self.work.lock().expect("work lock").writing.remove(&path);
-                let staged = writer.expect("writer until flushed").finish()?;
-                self.finish_blob(&path, staged)
+                let r = writer
+                    .expect("writer until flushed")
+                    .finish()
+                    .map_err(FsError::from)
+                    .and_then(|staged| self.finish_blob(&path, staged));
+                (path, r)
             }
             Handle::Meta { path, buf } => {
-                self.work.lock().expect("work lock").writing.remove(&path);
-                self.finish_meta(&path, buf)
+                let r = self.finish_meta(&path, buf);
+                (path, r)
             }
-            _ => Ok(()),
-        }
+            _ => return Ok(()),
+        };
+        self.work.lock().expect("work lock").writing.remove(&path);
+        r
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.flush(fh);
+        let r = self.finish(fh, true);
         self.handles.lock().expect("handles lock").remove(&fh);
         r
     }
@@ -1337,10 +1366,27 @@ impl StreamFs {
         }
     }
 
-    /// `chmod`, `chown`, `utimes` succeed without effect; a size change is
-    /// only possible on data being written.
-    pub fn setattr(&self, ino: u64, fh: Option<u64>, size: Option<u64>) -> FsResult<Attr> {
+    /// `chmod`, `chown`, `utimes` (`attrs`) succeed without effect; a size
+    /// change is only possible on data being written. Either is a write:
+    /// refused to whoever may not write, so that nobody else truncates an
+    /// insert in progress or sees a `touch` succeed.
+    pub fn setattr(
+        &self,
+        caller: Caller,
+        ino: u64,
+        fh: Option<u64>,
+        size: Option<u64>,
+        attrs: bool,
+    ) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
+        if size.is_some() || attrs {
+            let op = if size.is_some() {
+                "truncate"
+            } else {
+                "setattr"
+            };
+            self.may_write(caller, op, &path)?;
+        }
         if let Some(size) = size {
             let h = match fh.and_then(|fh| self.handle(fh)) {
                 Some(h) => Some(h),
@@ -1495,6 +1541,57 @@ mod tests {
         // …while the removed path below it stays resolvable.
         let generic = fs.lookup(up, "generic").unwrap();
         assert_eq!(fs.lookup(generic.ino, "boot-kernel").unwrap().size, 6);
+    }
+
+    #[test]
+    fn only_root_and_the_owner_truncate_or_touch() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let (a, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+        fs.write(o.fh, 0, b"kernel").unwrap();
+        let other = Caller { uid: 4242 };
+        assert!(!fs.can_write(other));
+        // Nobody else shortens an insert in progress, by path or otherwise.
+        assert!(matches!(
+            fs.setattr(other, a.ino, None, Some(0), false),
+            Err(FsError::Denied(_))
+        ));
+        assert!(matches!(
+            fs.setattr(other, a.ino, None, None, true),
+            Err(FsError::Denied(_))
+        ));
+        // A plain getattr-like setattr changes nothing and is anyone's.
+        assert_eq!(fs.setattr(other, a.ino, None, None, false).unwrap().size, 6);
+        fs.release(o.fh).unwrap();
+        let a = fs.lookup(dir, "boot-kernel").unwrap();
+        assert_eq!(a.size, 6);
+        // The owner's `cp -a` sets attributes without effect.
+        assert_eq!(
+            fs.setattr(ROOT_CALLER, a.ino, None, None, true)
+                .unwrap()
+                .size,
+            6
+        );
+    }
+
+    /// `sh -c 'cmd > file'`: the shell's close after dup2 comes before any
+    /// write; the insert waits for data or for the last close.
+    #[test]
+    fn a_close_before_any_write_leaves_the_file_open_for_the_shell_redirect() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let (_, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+        fs.flush(o.fh).unwrap();
+        assert_eq!(fs.write(o.fh, 0, b"kernel").unwrap(), 6);
+        fs.flush(o.fh).unwrap();
+        fs.release(o.fh).unwrap();
+        assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
+        // An empty file is inserted at the last close.
+        let (_, o) = fs.create(ROOT_CALLER, dir, "boot-initrd").unwrap();
+        fs.flush(o.fh).unwrap();
+        fs.release(o.fh).unwrap();
+        let a = fs.lookup(dir, "boot-initrd").unwrap();
+        assert_eq!((a.size, a.perm), (0, 0o444));
     }
 
     #[test]

@@ -54,8 +54,26 @@ fn err(e: &FsError) -> Errno {
     Errno::from_i32(errno(e))
 }
 
+/// Longest name a directory entry may have, as on every Linux filesystem
+/// (the kernel lets FUSE names up to 1024 bytes through).
+const NAME_MAX: usize = 255;
+
+/// A name to create: `ENAMETOOLONG` past [`NAME_MAX`], `EINVAL` when not
+/// UTF-8 (simplestreams paths are JSON strings).
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
     name.to_str().ok_or(Errno::EINVAL)
+}
+
+/// A name to look up: one that could never have been created is simply
+/// not there, except that an overlong one is `ENAMETOOLONG` as elsewhere.
+fn lookup_name(name: &OsStr) -> Result<&str, Errno> {
+    match name_str(name) {
+        Err(e) if e == Errno::EINVAL => Err(Errno::ENOENT),
+        r => r,
+    }
 }
 
 fn time(secs: i64) -> SystemTime {
@@ -111,7 +129,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = name_str(name).and_then(|n| self.fs.lookup(parent.0, n).map_err(|e| err(&e)));
+        let r = lookup_name(name).and_then(|n| self.fs.lookup(parent.0, n).map_err(|e| err(&e)));
         match r {
             Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(e),
@@ -127,14 +145,14 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -143,7 +161,13 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.fs.setattr(ino.0, fh.map(|f| f.0), size) {
+        // The kernel sends ctime alone with other changes; it is not one.
+        let attrs =
+            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
+        match self
+            .fs
+            .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs)
+        {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
@@ -398,12 +422,44 @@ impl Filesystem for FuseFs {
         reply.ok();
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // Writes are checked where they happen (root and the store's owner
-        // only); everything else is readable by whoever the mount lets in.
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Everything is readable by whoever the mount lets in; writing is
+        // for root and the store's owner (checked again where it happens),
+        // so `test -w` answers what a write would.
         match self.fs.getattr(ino.0, None) {
+            Ok(_) if mask.contains(fuser::AccessFlags::W_OK) && !self.fs.can_write(caller(req)) => {
+                reply.error(Errno::EACCES)
+            }
             Ok(_) => reply.ok(),
             Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files come through create(); devices, fifos and sockets
+        // have no place in a stream.
+        if !self.fs.can_write(caller(req)) {
+            warn!(
+                "refused mknod {name:?} in inode {}: uid {} may not write",
+                parent.0,
+                req.uid()
+            );
+            reply.error(Errno::EACCES);
+        } else {
+            warn!(
+                "refused mknod {name:?} in inode {}: only regular files are stored",
+                parent.0
+            );
+            reply.error(Errno::EPERM);
         }
     }
 

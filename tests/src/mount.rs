@@ -3,7 +3,7 @@
 //! test panics.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,13 +53,23 @@ pub struct Mount {
 impl Mount {
     /// Mounts `store` (created when absent) on a new mount point.
     pub fn new(store: &Path) -> Mount {
+        Self::with_args(store, &[])
+    }
+
+    /// Mounts with extra `streamfs` arguments (`-o allow_other`, …). The
+    /// mount point's directory is world-searchable, so that other users
+    /// reach the mount when it lets them.
+    pub fn with_args(store: &Path, args: &[&str]) -> Mount {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod mount point's directory");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");
         let log = dir.path().join("streamfs.log");
         let child = Command::new(workspace_bin("streamfs", "streamfs"))
             .arg(store)
             .arg(&mnt)
+            .args(args)
             .arg("--foreground")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

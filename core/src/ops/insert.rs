@@ -88,7 +88,7 @@ pub fn insert_source(
                 continue;
             };
             let what = format!("product {} version {} item {iname}", vr.product, vr.version);
-            let file = source.root.join(path);
+            let file = source.data_file(&what, path)?;
             let meta = std::fs::metadata(&file).map_err(|_| Error::MissingData {
                 what: what.clone(),
                 path: file.clone(),
@@ -130,7 +130,7 @@ pub fn insert_source(
                 continue;
             };
             let what = format!("product {} version {} item {iname}", vr.product, vr.version);
-            let file = source.root.join(&path);
+            let file = source.data_file(&what, &path)?;
             let declared = item
                 .get("sha256")
                 .and_then(Value::as_str)

@@ -153,7 +153,7 @@ pub fn plan_new_versions<'a>(
 /// A source document with its aliases expanded.
 pub fn expanded(p: &Products) -> Map<String, Value> {
     let mut d = p.doc().clone();
-    expand_aliases(&mut d);
+    expand_aliases(&mut d).expect("validated by Products::parse");
     d.remove("_aliases");
     d
 }

@@ -22,6 +22,30 @@ pub struct Source {
     pub derived: bool,
 }
 
+impl Source {
+    /// The file holding the data of the item at `path` (`what` names the
+    /// item in errors). It must lie below the source root, symlinks
+    /// resolved: a build directory whose `squashfs` is a symlink to
+    /// `/etc/shadow` must not publish that file to every client.
+    pub fn data_file(&self, what: &str, path: &str) -> Result<PathBuf> {
+        let file = self.root.join(path);
+        let real = fs::canonicalize(&file).map_err(|_| Error::MissingData {
+            what: what.to_string(),
+            path: file.clone(),
+        })?;
+        let root = fs::canonicalize(&self.root).at(&self.root)?;
+        if !real.starts_with(&root) {
+            return Err(Error::Refused(format!(
+                "{what}: {} leads outside {} (to {}); data files must lie in the source",
+                file.display(),
+                self.root.display(),
+                real.display()
+            )));
+        }
+        Ok(file)
+    }
+}
+
 /// The mirror root of a file at `ROOT/streams/v1/NAME`.
 fn mirror_root_of(file: &Path) -> Option<PathBuf> {
     let v1 = file.parent()?;
@@ -216,14 +240,19 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<RelPath>) -> Result<()> {
         let ft = e.file_type().at(&p)?;
         if ft.is_dir() {
             walk(root, &p, out)?;
-        } else if ft.is_file() {
-            let rel = p
-                .strip_prefix(root)
-                .expect("below root")
-                .to_string_lossy()
-                .into_owned();
-            let rel =
-                RelPath::new(&rel).map_err(|r| Error::Usage(format!("{}: {r}", p.display())))?;
+        } else if ft.is_file() || (ft.is_symlink() && fs::metadata(&p).is_ok_and(|m| m.is_file())) {
+            // Symlinks count as the files they lead to; insert refuses the
+            // ones that leave the source (`Source::data_file`).
+            let rel = p.strip_prefix(root).expect("below root");
+            let name = p.display().to_string();
+            let rel = rel.to_str().ok_or_else(|| {
+                Error::invalid(
+                    &name,
+                    "file name",
+                    "not valid UTF-8 (simplestreams paths are JSON strings)",
+                )
+            })?;
+            let rel = RelPath::new(rel).map_err(|r| Error::invalid(&name, "path", r))?;
             out.push(rel);
         }
     }

@@ -17,50 +17,88 @@ pub type FlatItem = Map<String, Value>;
 
 const ALIASES: &str = "_aliases";
 
+/// How deep alias expansion may nest: as deep as a document may be parsed
+/// (serde_json's limit). Deeper means an alias that brings in itself.
+const MAX_ALIAS_DEPTH: usize = 128;
+
+/// How many objects alias expansion may visit: ten times what a stream of
+/// 40,000 items holds. More means aliases that multiply at every level.
+const MAX_ALIAS_OBJECTS: usize = 1_000_000;
+
 /// Expands `_aliases` in place as `simplestreams.util.expand_tree` does: in
 /// every object, a string-valued key that has an alias table gets the aliased
 /// attributes merged in.
-pub fn expand_aliases(doc: &mut Map<String, Value>) {
+///
+/// Expansion recurses into what it merged, so a hostile alias table can
+/// include itself (python-simplestreams dies of a RecursionError there) or
+/// double at every level; past [`MAX_ALIAS_DEPTH`] levels or
+/// [`MAX_ALIAS_OBJECTS`] objects it stops with the reason, the document half
+/// expanded. [`Products::parse`] refuses such documents, so expanding a
+/// parsed `Products` always succeeds.
+pub fn expand_aliases(doc: &mut Map<String, Value>) -> Result<(), String> {
     let Some(Value::Object(refs)) = doc.get(ALIASES).cloned() else {
-        return;
+        return Ok(());
     };
-    expand_map(doc, &refs);
+    let mut e = Expander {
+        refs: &refs,
+        objects: 0,
+    };
+    e.map(doc, 0)
 }
 
-fn expand_map(data: &mut Map<String, Value>, refs: &Map<String, Value>) {
-    let keys: Vec<String> = data.keys().cloned().collect();
-    for key in &keys {
-        if key == ALIASES {
-            continue;
+struct Expander<'a> {
+    refs: &'a Map<String, Value>,
+    objects: usize,
+}
+
+impl Expander<'_> {
+    fn map(&mut self, data: &mut Map<String, Value>, depth: usize) -> Result<(), String> {
+        self.objects += 1;
+        if depth > MAX_ALIAS_DEPTH {
+            return Err(format!(
+                "_aliases: expansion nests deeper than {MAX_ALIAS_DEPTH} levels (an alias that includes itself)"
+            ));
         }
-        let Some(Value::Object(table)) = refs.get(key) else {
-            continue;
-        };
-        if table.is_empty() {
-            continue;
+        if self.objects > MAX_ALIAS_OBJECTS {
+            return Err(format!(
+                "_aliases: expansion grows past {MAX_ALIAS_OBJECTS} objects"
+            ));
         }
-        let Some(Value::String(val)) = data.get(key) else {
-            continue;
-        };
-        if val.is_empty() {
-            continue;
-        }
-        if let Some(Value::Object(add)) = table.get(val.as_str()) {
-            for (k, v) in add.clone() {
-                data.insert(k, v);
+        let keys: Vec<String> = data.keys().cloned().collect();
+        for key in &keys {
+            if key == ALIASES {
+                continue;
+            }
+            let Some(Value::Object(table)) = self.refs.get(key) else {
+                continue;
+            };
+            if table.is_empty() {
+                continue;
+            }
+            let Some(Value::String(val)) = data.get(key) else {
+                continue;
+            };
+            if val.is_empty() {
+                continue;
+            }
+            if let Some(Value::Object(add)) = table.get(val.as_str()) {
+                for (k, v) in add.clone() {
+                    data.insert(k, v);
+                }
             }
         }
+        for v in data.values_mut() {
+            self.value(v, depth + 1)?;
+        }
+        Ok(())
     }
-    for v in data.values_mut() {
-        expand_value(v, refs);
-    }
-}
 
-fn expand_value(v: &mut Value, refs: &Map<String, Value>) {
-    match v {
-        Value::Object(m) => expand_map(m, refs),
-        Value::Array(a) => a.iter_mut().for_each(|x| expand_value(x, refs)),
-        _ => {}
+    fn value(&mut self, v: &mut Value, depth: usize) -> Result<(), String> {
+        match v {
+            Value::Object(m) => self.map(m, depth),
+            Value::Array(a) => a.iter_mut().try_for_each(|x| self.value(x, depth + 1)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -111,7 +149,7 @@ pub fn flatten_expanded(doc: &Map<String, Value>) -> Vec<FlatItem> {
 /// The flattened items of a products document, in document order.
 pub fn flatten(products: &Products) -> Vec<FlatItem> {
     let mut doc = products.doc().clone();
-    expand_aliases(&mut doc);
+    expand_aliases(&mut doc).expect("validated by Products::parse");
     flatten_expanded(&doc)
 }
 

@@ -81,6 +81,10 @@ impl Products {
                 ));
             }
         }
+        if doc.contains_key("_aliases") {
+            crate::streams::flatten::expand_aliases(&mut doc.clone())
+                .map_err(|r| Error::invalid(file, "_aliases", r))?;
+        }
         let products = doc
             .entry("products")
             .or_insert_with(|| Value::Object(Map::new()));
@@ -437,6 +441,72 @@ mod tests {
         );
         assert!(Products::parse("f.json", doc("/etc/passwd").as_bytes()).is_err());
         assert!(Products::parse("f.json", doc("ok/x").as_bytes()).is_ok());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/products.rs): a number beyond
+    /// u64 (here an unknown key's, which must survive untouched) came back
+    /// one unit in the last place off at every rewrite, because JSON floats
+    /// were not parsed with correct rounding.
+    #[test]
+    fn numbers_survive_a_read_modify_write_unchanged() {
+        let text = format!(
+            r#"{{"format":"products:1.0","huge":{},"tiny":1.7668888888888892e+98,"p":0.1,"products":{{}}}}"#,
+            "176688888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888888"
+        );
+        let first = Products::parse("f.json", text.as_bytes()).unwrap();
+        let written = first.to_bytes();
+        let again = Products::parse("f.json", &written).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(again.to_bytes(), written, "a rewrite changes nothing");
+        let written = String::from_utf8(written).unwrap();
+        assert!(
+            written.contains("\"tiny\": 1.7668888888888892e+98"),
+            "{written}"
+        );
+        assert!(written.contains("\"p\": 0.1,"), "{written}");
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/products.rs): an alias whose
+    /// attributes bring in the aliased key again expanded forever and
+    /// overflowed the stack; aliases that double at every level would
+    /// exhaust memory.
+    #[test]
+    fn aliases_that_include_themselves_or_multiply_are_refused() {
+        let looping = br#"{"format":"products:1.0","content_id":"c",
+            "_aliases":{"k":{"v":{"child":{"k":"v"}}}},
+            "products":{"p":{"k":"v","versions":{}}}}"#;
+        let e = Products::parse("f.json", looping).unwrap_err().to_string();
+        assert!(
+            e.contains("f.json: _aliases") && e.contains("includes itself"),
+            "{e}"
+        );
+        // The query expands aliases level by level as it flattens, never
+        // recursing into what they bring: it neither loops nor refuses.
+        let doc = crate::streams::query::tree::parse_object("f.json", looping).unwrap();
+        let opts = crate::streams::query::QueryOptions::default();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut q = crate::streams::query::Query::new(&opts, &mut out, &mut err);
+        q.products("f.json", &doc, "").unwrap();
+
+        let mut table = serde_json::Map::new();
+        for level in 0..60 {
+            table.insert(
+                format!("k{level}"),
+                serde_json::json!({"v": {"a": {format!("k{}", level + 1): "v"}, "b": {format!("k{}", level + 1): "v"}}}),
+            );
+        }
+        let doubling = serde_json::json!({
+            "format": "products:1.0",
+            "_aliases": table,
+            "products": {"p": {"k0": "v"}}
+        });
+        let e = Products::parse("g.json", doubling.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("g.json: _aliases") && e.contains("objects"),
+            "{e}"
+        );
     }
 
     #[test]
