@@ -123,13 +123,18 @@ pub struct Attr {
 /// the kernel was given (the mount's generation watcher), so a long lifetime
 /// costs no staleness; it saves a `lookup` and a `getattr` round trip per
 /// path on every `find`, `ls -l` or nginx `open` after the first. Listings
-/// are never cached by the kernel (each `readdir` comes to the daemon), so a
-/// removal leaves them at once.
+/// the kernel caches (see `FuseFs::opendir`) are dropped by the kernel
+/// itself when the directory changes through the mount (`unlink`, `rmdir`,
+/// `create`, …), so a removal leaves them at once.
 pub const CACHE_TTL_SECS: u64 = 60;
 
 /// How long removals acknowledged by `unlink` may wait for more before the
 /// generation watcher commits them (see [`StreamFs::flush_removals`]).
 pub const REMOVAL_WINDOW: Duration = Duration::from_millis(200);
+
+/// A READDIRPLUS entry: inode, kind, name, attributes (none when the entry
+/// vanished meanwhile).
+pub type PlusEntry = (u64, Kind, String, Option<Attr>);
 
 /// Who asks.
 #[derive(Clone, Copy, Debug)]
@@ -836,7 +841,7 @@ impl StreamFs {
     /// between the two within one listing, by offset); an entry that
     /// vanished since the listing was taken (a concurrent removal) gets no
     /// attributes, and the adapter lists it without.
-    pub fn readdir_plus(&self, ino: u64) -> FsResult<Vec<(u64, Kind, String, Option<Attr>)>> {
+    pub fn readdir_plus(&self, ino: u64) -> FsResult<Vec<PlusEntry>> {
         let path = self.path_of(ino)?;
         let entries = self.readdir(ino)?;
         let view = self.current();

@@ -280,6 +280,11 @@ impl Filesystem for FuseFs {
         if opened.direct_io {
             fl |= FopenFlags::FOPEN_DIRECT_IO;
         }
+        if !mode.write {
+            // A reader's close has nothing to flush: no FLUSH round trip
+            // (one of three per nginx request for a small file).
+            fl |= FopenFlags::FOPEN_NOFLUSH;
+        }
         if let Some(file) = opened.backing {
             if self.passthrough {
                 let mut b = self.backing.lock().expect("backing lock");
@@ -301,6 +306,12 @@ impl Filesystem for FuseFs {
             if !self.warned_daemon_reads.swap(true, Ordering::Relaxed) {
                 info!("reads of pool blobs are answered by the daemon (no passthrough)");
             }
+            // Pool blobs are immutable: pages read through the daemon stay
+            // cached across opens (the generation watcher drops them at
+            // commits, when a path may have come to name other content).
+            // Not with passthrough, where the kernel refuses the flag and
+            // the blob's own page cache serves.
+            fl |= FopenFlags::FOPEN_KEEP_CACHE;
         }
         reply.opened(FileHandle(opened.fh), fl);
     }
