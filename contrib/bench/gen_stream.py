@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a synthetic simplestreams mirror for query benchmarks and tests.
 
-Usage: gen_stream.py OUT_DIR [ITEMS]   (default 40000 items)
+Usage: gen_stream.py [--data] OUT_DIR [ITEMS]   (default 40000 items)
 
 OUT_DIR/streams/v1/index.json lists two products files: a large one holding
 ITEMS items (products x versions x 4 items) and a small one; a third index
@@ -12,6 +12,11 @@ Python quotes or escapes differently (quotes, backslashes, control and
 non-ASCII characters), items without `path`, md5-only checksums, versions
 with no items, and version names whose string order differs from their
 numeric order.
+
+With --data, OUT_DIR is a build output a store can insert (the mount
+benchmarks): every item has a path unique to its product and a data file
+there (a few dozen bytes, distinct), with its real size and sha256, and only
+the large products file is written.
 """
 
 import hashlib
@@ -40,7 +45,7 @@ def sha(n):
     return hashlib.sha256(b"%d" % n).hexdigest()
 
 
-def big_products(n_items):
+def big_products(n_items, data_dir=None):
     per_product = VERSIONS_PER_PRODUCT * ITEMS_PER_VERSION
     n_products = max(1, -(-n_items // per_product))
     products = {}
@@ -82,6 +87,20 @@ def big_products(n_items):
                     "ftype": ftype,
                     "size": 1000 + count,
                 }
+                if data_dir is not None:
+                    # A path per product, a file per item, real checksums.
+                    item["path"] = "%s/%s/p%03d/%s/%s" % (release, arch, p, vname, ftype)
+                    if i == 2:
+                        item["path"] += " with space"
+                    body = b"item %d of %s\n" % (count, name.encode())
+                    dest = os.path.join(data_dir, item["path"])
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    with open(dest, "wb") as f:
+                        f.write(body)
+                    item["size"] = len(body)
+                    item["sha256"] = hashlib.sha256(body).hexdigest()
+                    version["items"]["%s.%s" % (ftype, "img" if i else "sq")] = item
+                    continue
                 if i == 3 and v % 5 == 0:
                     pass  # no path: no item_url, no checksum needed
                 else:
@@ -109,10 +128,13 @@ def big_products(n_items):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
+    args = sys.argv[1:]
+    data = "--data" in args
+    args = [a for a in args if a != "--data"]
+    if len(args) not in (1, 2):
         sys.exit(__doc__)
-    out = sys.argv[1]
-    n_items = int(sys.argv[2]) if len(sys.argv) == 3 else 40000
+    out = args[0]
+    n_items = int(args[1]) if len(args) == 2 else 40000
     v1 = os.path.join(out, "streams", "v1")
     os.makedirs(v1, exist_ok=True)
     big = {
@@ -130,8 +152,14 @@ def main():
                 }
             }
         },
-        "products": big_products(n_items),
+        "products": big_products(n_items, out if data else None),
     }
+    if data:
+        path = os.path.join(v1, "%s.json" % big["content_id"])
+        with open(path, "w") as f:
+            json.dump(big, f, indent=1, separators=(",", ": "))
+            f.write("\n")
+        return
     small = {
         "format": "products:1.0",
         "content_id": "com.example.bench:v1:small",

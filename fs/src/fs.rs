@@ -15,7 +15,8 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use streamfs_core::ops::promote::{PromoteRequest, promote_in};
 use streamfs_core::ops::put::{PutOutcome, attach_shared, insert_metadata, put_blob};
@@ -111,9 +112,29 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     /// How long the kernel may cache this answer, in seconds: generated
-    /// files and transient nodes are not cached at all.
+    /// files and transient nodes are not cached at all, items and
+    /// directories for [`CACHE_TTL_SECS`].
     pub ttl_secs: u64,
 }
+
+/// How long the kernel may keep the entries and attributes of items and
+/// directories. They change only at a commit, and every commit (the mount's
+/// own and those made beside it) invalidates the attributes of every inode
+/// the kernel was given (the mount's generation watcher), so a long lifetime
+/// costs no staleness; it saves a `lookup` and a `getattr` round trip per
+/// path on every `find`, `ls -l` or nginx `open` after the first. Listings
+/// the kernel caches (see `FuseFs::opendir`) are dropped by the kernel
+/// itself when the directory changes through the mount (`unlink`, `rmdir`,
+/// `create`, …), so a removal leaves them at once.
+pub const CACHE_TTL_SECS: u64 = 60;
+
+/// How long removals acknowledged by `unlink` may wait for more before the
+/// generation watcher commits them (see [`StreamFs::flush_removals`]).
+pub const REMOVAL_WINDOW: Duration = Duration::from_millis(200);
+
+/// A READDIRPLUS entry: inode, kind, name, attributes (none when the entry
+/// vanished meanwhile).
+pub type PlusEntry = (u64, Kind, String, Option<Attr>);
 
 /// Who asks.
 #[derive(Clone, Copy, Debug)]
@@ -298,8 +319,20 @@ struct Work {
     loose: BTreeMap<String, BlobRef>,
     /// Mount paths with an open writer → its size so far.
     writing: BTreeMap<String, u64>,
+    /// `streams/v1` documents → how many handles write one: builds carry
+    /// products files named after their content id, so concurrent copies
+    /// of two builds write the same name. Each handle writes a document of
+    /// its own, merged at its close.
+    meta_writers: BTreeMap<String, usize>,
     /// Symlinks just turned into promotions: their target, shown once.
     links: BTreeMap<String, String>,
+    /// Removals acknowledged but not committed yet (see
+    /// [`StreamFs::flush_removals`]): mount path → whether it is a
+    /// directory (`rmdir`) rather than an item (`unlink`). Left out of
+    /// listings at once, readable by path as every removed path is.
+    removing: BTreeMap<String, bool>,
+    /// When the oldest of `removing` was acknowledged.
+    removing_since: Option<Instant>,
 }
 
 /// The mount's filesystem.
@@ -309,6 +342,17 @@ pub struct StreamFs {
     mountpoint: Option<PathBuf>,
     inodes: InodeTable,
     view: Mutex<Arc<View>>,
+    /// Signalled (with `view`) when a reload moved the view to a newer
+    /// generation, so the generation watcher invalidates the kernel's caches
+    /// right after the mount's own commits, not at its next poll.
+    view_changed: Condvar,
+    /// One reload at a time: after a commit, the committing request and the
+    /// watcher would otherwise both rebuild the view (the second for
+    /// nothing), and a slow rebuild could replace a newer view with an
+    /// older one.
+    reloading: Mutex<()>,
+    /// One commit of pending removals at a time.
+    flushing: Mutex<()>,
     work: Mutex<Work>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
@@ -364,6 +408,9 @@ impl StreamFs {
             mountpoint,
             inodes: InodeTable::default(),
             view: Mutex::new(Arc::new(view)),
+            view_changed: Condvar::new(),
+            reloading: Mutex::new(()),
+            flushing: Mutex::new(()),
             work: Mutex::new(Work::default()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -401,11 +448,42 @@ impl StreamFs {
         self.view.lock().expect("view lock").clone()
     }
 
+    /// Waits up to `timeout` for the view to leave generation `seen` (a
+    /// commit of the mount's own), then picks up commits made beside the
+    /// mount ([`StreamFs::refresh`]). Returns the generation shown.
+    pub fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let v = self.view.lock().expect("view lock");
+        let (v, _) = self
+            .view_changed
+            .wait_timeout_while(v, timeout, |v| v.generation == seen)
+            .expect("view lock");
+        let g = v.generation;
+        drop(v);
+        if g != seen { g } else { self.refresh() }
+    }
+
     fn reload(&self) -> Option<Arc<View>> {
+        let _one = self.reloading.lock().expect("reload lock");
+        let cur = self.current();
+        if self
+            .store
+            .current_generation()
+            .is_ok_and(|g| g == cur.generation)
+        {
+            // Another reload got there first.
+            return Some(cur);
+        }
         match View::build(&self.store) {
             Ok(nv) => {
                 let nv = Arc::new(nv);
-                *self.view.lock().expect("view lock") = nv.clone();
+                {
+                    let mut v = self.view.lock().expect("view lock");
+                    if nv.generation < v.generation {
+                        return Some(v.clone());
+                    }
+                    *v = nv.clone();
+                }
+                self.view_changed.notify_all();
                 let mut w = self.work.lock().expect("work lock");
                 // Shared files whose path became an item need no more care.
                 w.loose.retain(|p, _| {
@@ -428,6 +506,128 @@ impl StreamFs {
     /// only (DESIGN §3), whatever the mode bits shown say.
     pub fn can_write(&self, caller: Caller) -> bool {
         caller.uid == 0 || caller.uid == self.owner.0
+    }
+
+    /// Starts a commit of the mount's own, after committing the removals
+    /// acknowledged before it (so operations reach the store in the order
+    /// they were acknowledged).
+    fn begin(&self) -> FsResult<streamfs_core::store::Txn<'_>> {
+        self.flush_removals()?;
+        Ok(self.store.begin()?)
+    }
+
+    /// Commits the removals acknowledged so far (`unlink` and `rmdir` of
+    /// the mount), as one generation.
+    ///
+    /// `rm -r` of a version directory unlinks each of its items (14 in a
+    /// meph2 build) and removes each of its directories; a commit per
+    /// `unlink` would cost as many generations, each rewriting and
+    /// re-signing the whole stream's metadata. So `unlink` only records the
+    /// removal (the path leaves listings at once and stays readable by path,
+    /// as removed paths do), and the batch is committed:
+    /// - at the `rmdir` of a version directory (or one above it, per the
+    ///   stream's path templates) that holds every pending removal: the last
+    ///   step of `rm -r`, so one commit per version removed;
+    /// - before anything reads the generated metadata (`streams/v1`, looked
+    ///   up or opened through the mount), so removed paths also leave the
+    ///   metadata at once for every client;
+    /// - before any other commit of the mount's own (ordering);
+    /// - by the generation watcher once the oldest removal is
+    ///   [`REMOVAL_WINDOW`] old (a lone `rm FILE`, or `rm -r` below a
+    ///   version directory), and at unmount.
+    ///
+    /// The price: an acknowledged removal not committed yet is lost if the
+    /// daemon dies within that window (the items stay published); inserts,
+    /// which a crash must not lose, still commit before `close` returns.
+    pub fn flush_removals(&self) -> FsResult<()> {
+        let _one = self.flushing.lock().expect("flush lock");
+        let batch: Vec<(String, bool)> = {
+            let w = self.work.lock().expect("work lock");
+            w.removing.iter().map(|(p, d)| (p.clone(), *d)).collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<&str> = batch
+            .iter()
+            .filter(|(_, is_dir)| !is_dir)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let result = if files.is_empty() {
+            Ok(())
+        } else {
+            self.commit_removals(&files)
+        };
+        let mut w = self.work.lock().expect("work lock");
+        for (p, _) in &batch {
+            w.removing.remove(p);
+        }
+        if w.removing.is_empty() {
+            w.removing_since = None;
+        }
+        if result.is_ok() {
+            // Keep the emptied directories until `rm -r` removes them
+            // (those it removed already stay gone).
+            for f in &files {
+                let mut d = parent_of(f);
+                while d.contains('/') {
+                    if !batch.iter().any(|(p, is_dir)| *is_dir && p == d) {
+                        w.dirs.insert(d.to_string());
+                    }
+                    d = parent_of(d);
+                }
+            }
+        }
+        result
+    }
+
+    fn commit_removals(&self, files: &[&str]) -> FsResult<()> {
+        let mut txn = self.store.begin()?;
+        let mut n = 0;
+        for path in files {
+            if let Some(Place { stream, rel }) = split(path) {
+                n += remove_path(&mut txn, stream, rel)?;
+            }
+        }
+        let c = txn.commit().inspect_err(|e| {
+            warn!(
+                "committing the removal of {} paths failed, they stay published: {e}",
+                files.len()
+            );
+        })?;
+        info!(
+            "removed {} paths ({} items), {} new orphans (generation {})",
+            files.len(),
+            n,
+            c.new_orphans.len(),
+            c.generation
+        );
+        self.reload();
+        Ok(())
+    }
+
+    /// Commits pending removals once the oldest is `window` old (the
+    /// generation watcher calls this).
+    pub fn flush_removals_older_than(&self, window: Duration) {
+        let due = self
+            .work
+            .lock()
+            .expect("work lock")
+            .removing_since
+            .is_some_and(|t| t.elapsed() >= window);
+        if due && let Err(e) = self.flush_removals() {
+            warn!("committing removals: {e}");
+        }
+    }
+
+    /// Reading generated metadata commits pending removals first.
+    fn flush_before_metadata(&self, path: &str) {
+        if split(path).is_some_and(|p| is_v1(p.rel))
+            && !self.work.lock().expect("work lock").removing.is_empty()
+            && let Err(e) = self.flush_removals()
+        {
+            warn!("committing removals before reading {path}: {e}");
+        }
     }
 
     fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
@@ -506,7 +706,7 @@ impl StreamFs {
             perm: 0o444,
             uid,
             gid,
-            ttl_secs: 1,
+            ttl_secs: CACHE_TTL_SECS,
         };
         match node {
             Node::Dir => Attr {
@@ -535,6 +735,7 @@ impl StreamFs {
     }
 
     fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        self.flush_before_metadata(path);
         let view = self.current();
         if self
             .work
@@ -612,10 +813,13 @@ impl StreamFs {
                         names.insert(n.clone(), Kind::File);
                     }
                 } else {
+                    let w = self.work.lock().expect("work lock");
                     for (n, is_dir) in sv.children.get(rel).into_iter().flatten() {
+                        if !w.removing.is_empty() && w.removing.contains_key(&join(&path, n)) {
+                            continue;
+                        }
                         names.insert(n.clone(), if *is_dir { Kind::Dir } else { Kind::File });
                     }
-                    let w = self.work.lock().expect("work lock");
                     for d in &w.dirs {
                         if parent_of(d) == path {
                             let n = d.rsplit('/').next().unwrap_or(d);
@@ -634,6 +838,35 @@ impl StreamFs {
             out.push((self.inodes.register(&join(&path, &n)), k, n));
         }
         Ok(out)
+    }
+
+    /// [`StreamFs::readdir`] with each entry's attributes, for READDIRPLUS:
+    /// the kernel learns every child's entry and attributes with the
+    /// listing, so `find` and `ls -l` need no `lookup` per name afterwards.
+    /// Same entries in the same order as `readdir` (the kernel may switch
+    /// between the two within one listing, by offset); an entry that
+    /// vanished since the listing was taken (a concurrent removal) gets no
+    /// attributes, and the adapter lists it without.
+    pub fn readdir_plus(&self, ino: u64) -> FsResult<Vec<PlusEntry>> {
+        let path = self.path_of(ino)?;
+        let entries = self.readdir(ino)?;
+        let view = self.current();
+        let parent = parent_of(&path).to_string();
+        Ok(entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ino, kind, name))| {
+                let p = match i {
+                    0 => path.clone(),
+                    1 => parent.clone(),
+                    _ => join(&path, &name),
+                };
+                let attr = self
+                    .resolve(&view, &p)
+                    .map(|node| self.attr_of(&view, &p, &node));
+                (ino, kind, name, attr)
+            })
+            .collect())
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
@@ -656,6 +889,7 @@ impl StreamFs {
 
     pub fn open(&self, caller: Caller, ino: u64, mode: OpenMode) -> FsResult<Opened> {
         let path = self.path_of(ino)?;
+        self.flush_before_metadata(&path);
         let view = self.current();
         let node = self.resolve(&view, &path).ok_or(FsError::NotFound)?;
         if !mode.write {
@@ -699,14 +933,10 @@ impl StreamFs {
         self.may_write(caller, "open for writing", &path)?;
         match node {
             Node::Dir => Err(FsError::IsDir),
-            Node::Generated(..) => Ok(Opened {
-                fh: self.new_handle(Handle::Meta {
-                    path: path.clone(),
-                    buf: Vec::new(),
-                }),
-                backing: None,
-                direct_io: true,
-            }),
+            Node::Generated(..) => Ok(self.open_meta(&path)),
+            Node::Pending(_) if split(&path).is_some_and(|p| is_v1(p.rel)) => {
+                Ok(self.open_meta(&path))
+            }
             Node::Blob(_) if mode.truncate => self.open_writer(&path),
             Node::Blob(_) => Err(refuse(
                 FsError::NotPermitted(
@@ -793,8 +1023,41 @@ impl StreamFs {
         Ok((path, view))
     }
 
+    /// A handle writing a document into `streams/v1/` (see
+    /// `Work::meta_writers`).
+    fn open_meta(&self, path: &str) -> Opened {
+        {
+            let mut w = self.work.lock().expect("work lock");
+            *w.meta_writers.entry(path.to_string()).or_default() += 1;
+            w.writing.entry(path.to_string()).or_insert(0);
+        }
+        Opened {
+            fh: self.new_handle(Handle::Meta {
+                path: path.to_string(),
+                buf: Vec::new(),
+            }),
+            backing: None,
+            direct_io: true,
+        }
+    }
+
     /// `creat`/`open(O_CREAT)` of a new file.
     pub fn create(&self, caller: Caller, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+        let path = join(&self.path_of(parent)?, name);
+        let concurrent_doc = split(&path).is_some_and(|p| is_v1(p.rel))
+            && self
+                .work
+                .lock()
+                .expect("work lock")
+                .meta_writers
+                .contains_key(&path);
+        if concurrent_doc {
+            // Another build's document of the same name is being written.
+            self.may_write(caller, "create", &path)?;
+            let view = self.current();
+            let opened = self.open_meta(&path);
+            return Ok((self.attr_of(&view, &path, &Node::Pending(0)), opened));
+        }
         let (path, view) = self.new_entry(caller, parent, name, "create")?;
         let Some(Place { rel, .. }) = split(&path) else {
             return Err(refuse(
@@ -804,19 +1067,7 @@ impl StreamFs {
             ));
         };
         let opened = if is_v1(rel) {
-            self.work
-                .lock()
-                .expect("work lock")
-                .writing
-                .insert(path.clone(), 0);
-            Opened {
-                fh: self.new_handle(Handle::Meta {
-                    path: path.clone(),
-                    buf: Vec::new(),
-                }),
-                backing: None,
-                direct_io: true,
-            }
+            self.open_meta(&path)
         } else {
             self.check_insertable(&path)
                 .map_err(|e| refuse(e, "create", &path))?;
@@ -933,7 +1184,17 @@ impl StreamFs {
             }
             Handle::Meta { path, buf } => {
                 let r = self.finish_meta(&path, buf);
-                (path, r)
+                // Copies of the same products file may be written at once
+                // (`Work::meta_writers`): the path is free when the last ends.
+                let mut w = self.work.lock().expect("work lock");
+                let n = w.meta_writers.get(&path).map_or(0, |n| n.saturating_sub(1));
+                if n == 0 {
+                    w.meta_writers.remove(&path);
+                    w.writing.remove(&path);
+                } else {
+                    w.meta_writers.insert(path.clone(), n);
+                }
+                return r;
             }
             _ => return Ok(()),
         };
@@ -966,7 +1227,7 @@ impl StreamFs {
             return Err(FsError::NotFound);
         };
         let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
-        let mut txn = self.store.begin()?;
+        let mut txn = self.begin()?;
         let outcome = put_blob(&mut txn, stream, &rel, staged)?;
         if let PutOutcome::Unattached(b) = &outcome {
             info!(
@@ -1053,7 +1314,7 @@ impl StreamFs {
             }
         }
         let products = Products::from_map(path, doc)?;
-        let mut txn = self.store.begin()?;
+        let mut txn = self.begin()?;
         let report = insert_metadata(&mut txn, stream, &products)?;
         self.attach_loose(&mut txn, stream)?;
         let c = txn.commit()?;
@@ -1132,28 +1393,16 @@ impl StreamFs {
             }
             Some(Node::Blob(_)) => {}
         }
-        if !view.streams[stream].files.contains_key(rel) {
+        let mut w = self.work.lock().expect("work lock");
+        if !view.streams[stream].files.contains_key(rel) || w.removing.contains_key(&path) {
             // A removed path, still readable until reaped, or an item of a
             // version not published yet.
             return Err(FsError::NotFound);
         }
-        let mut txn = self.store.begin()?;
-        let n = remove_path(&mut txn, stream, rel)?;
-        let c = txn.commit()?;
-        info!(
-            "removed {path}: {n} items, {} new orphans (generation {})",
-            c.new_orphans.len(),
-            c.generation
-        );
-        // Keep the emptied directories until `rm -r` removes them.
-        let mut d = parent_of(&path);
-        let mut w = self.work.lock().expect("work lock");
-        while d.contains('/') {
-            w.dirs.insert(d.to_string());
-            d = parent_of(d);
-        }
-        drop(w);
-        self.reload();
+        // Committed with the removals that follow (`rm -r`): see
+        // `flush_removals`.
+        w.removing.insert(path, false);
+        w.removing_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
@@ -1177,12 +1426,45 @@ impl StreamFs {
                 &path,
             ));
         }
-        let mut w = self.work.lock().expect("work lock");
-        let has_sub = w.dirs.iter().any(|d| parent_of(d) == path);
-        if view.streams[stream].children.contains_key(rel) || has_sub {
-            return Err(FsError::NotEmpty);
+        let flush = {
+            let mut w = self.work.lock().expect("work lock");
+            if w.removing.contains_key(&path) {
+                return Err(FsError::NotFound);
+            }
+            let has_sub = w.dirs.iter().any(|d| parent_of(d) == path);
+            let listed = view.streams[stream].children.get(rel);
+            let has_items = listed
+                .into_iter()
+                .flatten()
+                .any(|(n, _)| !w.removing.contains_key(&join(&path, n)));
+            if has_items || has_sub {
+                return Err(FsError::NotEmpty);
+            }
+            w.dirs.remove(&path);
+            if listed.is_some() {
+                // Emptied by pending removals: gone from its parent's
+                // listing now, from the view at their commit.
+                w.removing.insert(path.clone(), true);
+            }
+            // The end of `rm -r` of a version directory (or one above):
+            // commit its removals now if they are all there is. Below a
+            // version (`rm -r` visits kernel directories before the
+            // version's own files) the batch goes on.
+            let below = format!("{path}/");
+            let version_depth = self
+                .store
+                .config()
+                .stream(stream)
+                .map_or(0, |c| c.layout.version_depth());
+            rel.split('/').count() <= version_depth
+                && !w.removing.is_empty()
+                && w.removing
+                    .keys()
+                    .all(|p| *p == path || p.starts_with(&below))
+        };
+        if flush {
+            self.flush_removals()?;
         }
-        w.dirs.remove(&path);
         Ok(())
     }
 
@@ -1265,7 +1547,7 @@ impl StreamFs {
         };
         let alternation: Vec<String> = products.iter().map(|p| escape_regex(p)).collect();
         let filter = ItemFilter::parse(&format!("product_name~^({})$", alternation.join("|")))?;
-        let mut txn = self.store.begin()?;
+        let mut txn = self.begin()?;
         let report = promote_in(
             &mut txn,
             &PromoteRequest {
@@ -1541,6 +1823,137 @@ mod tests {
         // …while the removed path below it stays resolvable.
         let generic = fs.lookup(up, "generic").unwrap();
         assert_eq!(fs.lookup(generic.ino, "boot-kernel").unwrap().size, 6);
+    }
+
+    fn names(fs: &StreamFs, dir: u64) -> Vec<String> {
+        fs.readdir(dir).unwrap().into_iter().map(|e| e.2).collect()
+    }
+
+    /// A version with items in two kernel directories and a shared file.
+    fn two_kernel_version(fs: &StreamFs) -> (u64, u64, u64) {
+        let g = mkdirs(fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        write_file(fs, g, "boot-kernel", b"k1").unwrap();
+        write_file(fs, g, "boot-initrd", b"i1").unwrap();
+        let l = mkdirs(fs, "daily/noble/amd64/20250101/ga-24.04/lowlatency");
+        write_file(fs, l, "boot-kernel", b"k2").unwrap();
+        write_file(fs, l, "boot-initrd", b"i2").unwrap();
+        let v = fs.ino("daily/noble/amd64/20250101");
+        write_file(fs, v, "squashfs", b"sq").unwrap();
+        (v, g, l)
+    }
+
+    fn products_text(fs: &StreamFs) -> String {
+        let v1 = fs.ino("daily/streams/v1");
+        let a = fs
+            .lookup(v1, "com.ubuntu.maas:daily:v3:download.json")
+            .unwrap();
+        let o = fs.open(ROOT_CALLER, a.ino, OpenMode::default()).unwrap();
+        let text = String::from_utf8(fs.read(o.fh, 0, 1 << 20).unwrap()).unwrap();
+        fs.release(o.fh).unwrap();
+        text
+    }
+
+    #[test]
+    fn rm_r_of_a_version_directory_is_one_commit_with_listings_changed_at_once() {
+        let (_d, fs) = fs();
+        let (v, g, l) = two_kernel_version(&fs);
+        let ga = fs.ino("daily/noble/amd64/20250101/ga-24.04");
+        let amd64 = fs.ino("daily/noble/amd64");
+        let before = fs.generation();
+        // What `rm -r` asks for: the items, then each directory once empty.
+        fs.unlink(ROOT_CALLER, v, "squashfs").unwrap();
+        fs.unlink(ROOT_CALLER, g, "boot-kernel").unwrap();
+        assert_eq!(names(&fs, g), [".", "..", "boot-initrd"]);
+        assert_eq!(fs.lookup(g, "boot-kernel").unwrap().size, 2, "readable");
+        assert!(matches!(
+            fs.unlink(ROOT_CALLER, g, "boot-kernel"),
+            Err(FsError::NotFound)
+        ));
+        assert!(matches!(
+            fs.rmdir(ROOT_CALLER, ga, "generic"),
+            Err(FsError::NotEmpty)
+        ));
+        fs.unlink(ROOT_CALLER, g, "boot-initrd").unwrap();
+        fs.rmdir(ROOT_CALLER, ga, "generic").unwrap();
+        assert_eq!(names(&fs, ga), [".", "..", "lowlatency"]);
+        fs.unlink(ROOT_CALLER, l, "boot-kernel").unwrap();
+        fs.unlink(ROOT_CALLER, l, "boot-initrd").unwrap();
+        fs.rmdir(ROOT_CALLER, ga, "lowlatency").unwrap();
+        fs.rmdir(ROOT_CALLER, v, "ga-24.04").unwrap();
+        assert_eq!(
+            fs.generation(),
+            before,
+            "nothing committed before the last rmdir"
+        );
+        fs.rmdir(ROOT_CALLER, amd64, "20250101").unwrap();
+        assert_eq!(fs.generation(), before + 1, "one commit for the version");
+        assert_eq!(names(&fs, amd64), [".", ".."]);
+        assert!(!products_text(&fs).contains("20250101"));
+        // Every removed path stays readable until reaped.
+        assert_eq!(fs.lookup(l, "boot-initrd").unwrap().size, 2);
+        assert_eq!(fs.lookup(v, "squashfs").unwrap().size, 2);
+    }
+
+    #[test]
+    fn reading_the_metadata_commits_pending_removals_first() {
+        let (_d, fs) = fs();
+        let (_, g, _) = two_kernel_version(&fs);
+        let before = fs.generation();
+        assert!(products_text(&fs).contains("ga-24.04/generic/boot-kernel"));
+        fs.unlink(ROOT_CALLER, g, "boot-kernel").unwrap();
+        assert_eq!(fs.generation(), before);
+        let text = products_text(&fs);
+        assert_eq!(fs.generation(), before + 1);
+        assert!(!text.contains("ga-24.04/generic/boot-kernel"), "{text}");
+        assert!(text.contains("ga-24.04/generic/boot-initrd"), "{text}");
+        // A lone removal is committed by the watcher's call after the window.
+        fs.unlink(ROOT_CALLER, g, "boot-initrd").unwrap();
+        fs.flush_removals_older_than(Duration::from_secs(3600));
+        assert_eq!(fs.generation(), before + 1);
+        fs.flush_removals_older_than(Duration::ZERO);
+        assert_eq!(fs.generation(), before + 2);
+        assert_eq!(names(&fs, g), [".", ".."]);
+    }
+
+    #[test]
+    fn two_products_files_of_the_same_name_written_at_once_are_both_merged() {
+        let (_d, fs) = fs();
+        let v1 = mkdirs(&fs, "daily/streams/v1");
+        let doc = |v: &str| {
+            format!(
+                r#"{{"format": "products:1.0", "content_id": "c", "products": {{"com.ubuntu.maas.daily:v3:boot:24.04:amd64:ga-24.04": {{"arch": "amd64", "versions": {{"{v}": {{"items": {{"boot-kernel": {{"ftype": "boot-kernel", "path": "noble/amd64/{v}/ga-24.04/generic/boot-kernel", "size": 1, "sha256": "{}"}}}}}}}}}}}}}}"#,
+                "0".repeat(64)
+            )
+        };
+        // Two copies of builds whose products files share a name.
+        let (_, a) = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
+        let (_, b) = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
+        let o = fs.lookup(v1, "build.json").unwrap();
+        let c = fs
+            .open(
+                ROOT_CALLER,
+                o.ino,
+                OpenMode {
+                    write: true,
+                    truncate: true,
+                },
+            )
+            .unwrap();
+        for (h, v) in [(a.fh, "20250101"), (b.fh, "20250102"), (c.fh, "20250103")] {
+            fs.write(h, 0, doc(v).as_bytes()).unwrap();
+        }
+        fs.release(a.fh).unwrap();
+        assert!(fs.lookup(v1, "build.json").is_ok(), "still being written");
+        fs.release(b.fh).unwrap();
+        fs.release(c.fh).unwrap();
+        assert!(fs.lookup(v1, "build.json").is_err());
+        let snap = fs.store().snapshot().unwrap();
+        let versions: BTreeSet<String> = snap.streams["daily"]
+            .products
+            .items()
+            .map(|i| i.version.to_string())
+            .collect();
+        assert_eq!(versions.len(), 3, "{versions:?}");
     }
 
     #[test]

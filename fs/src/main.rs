@@ -110,8 +110,10 @@ fn run(args: Args) -> Result<()> {
         .spawn(move || {
             let mut last = watch_fs.refresh();
             loop {
-                std::thread::sleep(Duration::from_millis(500));
-                let g = watch_fs.refresh();
+                // Woken at once by the mount's own commits; polls the store
+                // for the others.
+                let g = watch_fs.wait_for_change(last, Duration::from_millis(200));
+                watch_fs.flush_removals_older_than(streamfs::fs::REMOVAL_WINDOW);
                 if g == last {
                     continue;
                 }
@@ -135,6 +137,10 @@ fn run(args: Args) -> Result<()> {
         })?;
     let r = session.run();
     sig_handle.close();
+    // Removals acknowledged in the last moments are committed, not lost.
+    if let Err(e) = fs.flush_removals() {
+        warn!("committing removals at unmount: {e}");
+    }
     r.context("serving the mount")?;
     info!("unmounted {}", mountpoint.display());
     Ok(())

@@ -141,7 +141,17 @@ fn rm_r_of_a_version_leaves_listings_and_metadata_and_records_orphans() {
     ok(&format!("cp -r {}/. {}", q(&b2), q(&daily)));
     let vdir = daily.join("noble/amd64/20250101");
     let squash = std::fs::read(vdir.join("squashfs")).unwrap();
+    let files = walkdir_files(&vdir);
+    let gen_before = Store::open(&s.store).unwrap().current_generation().unwrap();
     ok(&format!("rm -r {}", q(&vdir)));
+    // The removals are committed together (at the rmdir of the version
+    // directory), not one generation per file.
+    let gens = Store::open(&s.store).unwrap().current_generation().unwrap() - gen_before;
+    assert!(
+        (1..files / 2).contains(&gens),
+        "rm -r of {files} files took {gens} commits\n{}",
+        m.log_text()
+    );
 
     let names: Vec<String> = std::fs::read_dir(daily.join("noble/amd64"))
         .unwrap()
@@ -160,6 +170,19 @@ fn rm_r_of_a_version_leaves_listings_and_metadata_and_records_orphans() {
     // Removed paths stay readable by path until reaped.
     assert_eq!(std::fs::read(vdir.join("squashfs")).unwrap(), squash);
     m.unmount();
+}
+
+/// The number of files below `dir`.
+fn walkdir_files(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            n += walkdir_files(&e.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
 }
 
 #[test]

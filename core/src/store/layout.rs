@@ -153,6 +153,22 @@ impl Layout {
         Some(out)
     }
 
+    /// The number of components of the deepest version directory the
+    /// templates name (3 for `{release}/{arch}/{version_name}/…`): a
+    /// directory no deeper holds whole versions.
+    pub fn version_depth(&self) -> usize {
+        self.templates
+            .iter()
+            .filter_map(|t| {
+                t.source
+                    .split('/')
+                    .position(|c| c.contains("{version_name}"))
+            })
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether the directory `dir` (stream-relative, possibly empty) could
     /// hold files some template explains: every component matches the
     /// corresponding component of at least one template.
@@ -353,6 +369,7 @@ mod tests {
         let l = daily();
         assert!(l.place("noble/amd64").is_none());
         assert!(l.place("noble/amd64/2025/a/b/c/d").is_none());
+        assert_eq!(l.version_depth(), 3);
         assert!(l.allows_dir("noble/amd64/20250101/ga-24.04"));
         assert!(!l.allows_dir("noble/amd64/20250101/ga-24.04/generic/x"));
     }

@@ -7,9 +7,8 @@
 //! escapes point into the file's bytes and objects are plain member lists.
 //! The store keeps using `serde_json::Value` (via `Products`), which it edits.
 //!
-//! Objects behave as Python's `json` module and serde_json's order-preserving
-//! map do: members in document order, and a repeated key keeps the position
-//! of its first appearance with the value of its last.
+//! Objects keep their members in document order; a key repeated within one
+//! object is an error, as everywhere streamfs reads JSON.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -182,34 +181,18 @@ impl<'a> Object<'a> {
         self.members.len()
     }
 
-    /// Makes keys unique: first position, last value.
-    fn from_members(mut members: Vec<(Cow<'a, str>, Node<'a>)>) -> Self {
+    /// A key that appears twice, if any. Refused as [`crate::json::parse`]
+    /// refuses it: parsers disagree on which occurrence counts.
+    fn duplicate_key<'m>(members: &'m [(Cow<'a, str>, Node<'a>)]) -> Option<&'m str> {
         const SCAN: usize = 16;
-        let has_duplicates = if members.len() <= SCAN {
-            (1..members.len()).any(|i| members[..i].iter().any(|(k, _)| *k == members[i].0))
-        } else {
-            let mut order: Vec<usize> = (0..members.len()).collect();
-            order.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
-            order.windows(2).any(|w| members[w[0]].0 == members[w[1]].0)
-        };
-        if has_duplicates {
-            let mut unique: Vec<(Cow<'a, str>, Node<'a>)> = Vec::with_capacity(members.len());
-            let mut index = std::collections::HashMap::new();
-            for (k, v) in members.drain(..) {
-                match index.get(&k) {
-                    Some(&i) => {
-                        let slot: &mut (Cow<'a, str>, Node<'a>) = &mut unique[i];
-                        slot.1 = v;
-                    }
-                    None => {
-                        index.insert(k.clone(), unique.len());
-                        unique.push((k, v));
-                    }
-                }
-            }
-            members = unique;
+        if members.len() <= SCAN {
+            return (1..members.len())
+                .find(|&i| members[..i].iter().any(|(k, _)| *k == members[i].0))
+                .map(|i| members[i].0.as_ref());
         }
-        Object { members }
+        let mut order: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
+        order.sort_unstable();
+        order.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
     }
 }
 
@@ -274,7 +257,13 @@ impl<'de> Visitor<'de> for NodeVisitor {
         while let Some(Key(k)) = map.next_key()? {
             members.push((k, map.next_value()?));
         }
-        Ok(Node::Object(Object::from_members(members)))
+        if let Some(k) = Object::duplicate_key(&members) {
+            return Err(de::Error::custom(format_args!(
+                "duplicate key \"{}\"",
+                k.escape_debug()
+            )));
+        }
+        Ok(Node::Object(Object { members }))
     }
 }
 
@@ -331,11 +320,9 @@ mod tests {
 
     #[test]
     fn parses_as_serde_json_value_does() {
-        let many: String = (0..40)
-            .map(|i| format!("\"k{}\":{i},", i % 25))
-            .collect::<String>();
+        let many: String = (0..40).map(|i| format!("\"k{i}\":{i},")).collect();
         let text = format!(
-            r#"{{"b":[1,-2,3.5,1e300,18446744073709551616,true,null,"x\"y\u00e9"],"a":{{"z":1,"z":2,"y":{{}}}},{many}"b":0,"é":"\ud83d\ude00"}}"#
+            r#"{{"b":[1,-2,3.5,1e300,18446744073709551616,true,null,"x\"y\u00e9"],"a":{{"z":1,"y":{{}}}},{many}"é":"\ud83d\ude00"}}"#
         );
         let ours = parse_object("t", text.as_bytes()).unwrap();
         let theirs: Value = serde_json::from_str(&text).unwrap();
@@ -344,7 +331,20 @@ mod tests {
         let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&ours), keys(&theirs));
         assert_eq!(keys(&ours["a"]), ["z", "y"]);
-        assert_eq!(ours["a"]["z"], 2);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_key() {
+        let many: String = (0..40).map(|i| format!("\"k{i}\":{i},")).collect();
+        for text in [
+            r#"{"a":{"z":1,"z":2}}"#.to_string(),
+            format!(r#"{{{many}"k7":0}}"#),
+        ] {
+            let e = parse_object("f.json", text.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("f.json") && e.contains("duplicate key"), "{e}");
+        }
     }
 
     #[test]
