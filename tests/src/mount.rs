@@ -53,11 +53,25 @@ pub struct Mount {
 impl Mount {
     /// Mounts `store` (created when absent) on a new mount point.
     pub fn new(store: &Path) -> Mount {
+        Mount::with_options(store, &[])
+    }
+
+    /// Mounts `store` with `-o OPTIONS` (e.g. `allow_other`). The mount
+    /// point's directory is world-searchable, so that other users (nginx's
+    /// workers, rsyncd's `nobody`) can reach a mount that lets them in.
+    pub fn with_options(store: &Path, options: &[&str]) -> Mount {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the mount's temp dir");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).expect("mount point");
         let log = dir.path().join("streamfs.log");
-        let child = Command::new(workspace_bin("streamfs", "streamfs"))
+        let mut cmd = Command::new(workspace_bin("streamfs", "streamfs"));
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options.join(","));
+        }
+        let child = cmd
             .arg(store)
             .arg(&mnt)
             .arg("--foreground")
