@@ -145,9 +145,28 @@ impl Nginx {
         http_get(self.port, path)
     }
 
-    /// The master process (its workers are its children).
-    pub fn master_pid(&self) -> u32 {
-        self.child.id()
+    /// The real uids of the master's children (its workers), from /proc.
+    pub fn worker_uids(&self) -> Vec<u32> {
+        let master = self.child.id().to_string();
+        let mut uids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+                continue;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.split_whitespace().next())
+                    .map(str::to_string)
+            };
+            if field("PPid:").as_deref() == Some(master.as_str())
+                && let Some(uid) = field("Uid:").and_then(|u| u.parse().ok())
+            {
+                uids.push(uid);
+            }
+        }
+        uids
     }
 
     /// nginx's error log.

@@ -13,8 +13,13 @@ use streamfs_tests::store::{SCENARIO_CONFIG, TestStore, flat_items, read_json};
 const PRODUCTS: &str = "com.ubuntu.maas:candidate:v3:download.json";
 
 fn cp_r(build: &Path, dest: &Path) {
+    cp(&["-r"], build, dest)
+}
+
+/// `cp FLAGS… SRC/. DEST`.
+fn cp(flags: &[&str], build: &Path, dest: &Path) {
     let out = Command::new("cp")
-        .arg("-r")
+        .args(flags)
         .arg(format!("{}/.", build.display()))
         .arg(dest)
         .output()
@@ -52,36 +57,40 @@ fn keep_applies_to_builds_copied_into_the_mount() {
     }
     let config = SCENARIO_CONFIG.replacen(
         "label = \"candidate\"\n",
-        "label = \"candidate\"\nkeep = 2\n",
+        "label = \"candidate\"\nkeep = 1\n",
         1,
     );
-    assert!(config.contains("keep = 2"));
+    assert!(config.contains("keep = 1"));
     let s = TestStore::init(Some(&config));
     let m = Mount::new(&s.root);
     let cand = m.path().join("candidate");
+    let listed = || -> BTreeSet<String> {
+        std::fs::read_dir(cand.join("noble/amd64"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
 
     cp_r(&b1, &cand);
     assert_eq!(versions(&m), set(&["20250101"]));
+    let per_version = flat_items(&cand.join("streams/v1").join(PRODUCTS)).len();
+    // The second build retires the first, from listings and metadata.
     cp_r(&b2, &cand);
-    assert_eq!(versions(&m), set(&["20250101", "20250102"]));
-    let per_version = flat_items(&cand.join("streams/v1").join(PRODUCTS)).len() / 2;
+    assert_eq!(versions(&m), set(&["20250102"]), "{}", m.log_text());
+    assert_eq!(listed(), set(&["20250102"]));
 
-    // The third build retires the oldest version of every product.
-    cp_r(&b3, &cand);
-    assert_eq!(
-        versions(&m),
-        set(&["20250102", "20250103"]),
-        "{}",
-        m.log_text()
-    );
+    // The third build's metadata first: its versions are pending, and the
+    // published version stays until they are complete…
+    cp_r(&b3.join("streams"), &cand.join("streams"));
+    assert_eq!(versions(&m), set(&["20250102"]), "{}", m.log_text());
+    // …then its data (`-n`: the kernels it shares with 20250102 are in
+    // place already): the new version is published, the old one retired.
+    cp(&["-r", "-n"], &b3.join("noble"), &cand.join("noble"));
+    assert_eq!(versions(&m), set(&["20250103"]), "{}", m.log_text());
+    assert_eq!(listed(), set(&["20250103"]));
     let items = flat_items(&cand.join("streams/v1").join(PRODUCTS));
-    assert_eq!(items.len(), 2 * per_version);
-    let listed: BTreeSet<String> = std::fs::read_dir(cand.join("noble/amd64"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(listed, set(&["20250102", "20250103"]));
-    // What only the retired version used is recorded as orphaned.
+    assert_eq!(items.len(), per_version);
+    // What only the retired versions used is recorded as orphaned.
     let orphans = read_json(&s.root.join("orphans.json"));
     assert!(!orphans.as_object().unwrap().is_empty(), "{orphans}");
     // The same retention as `mountctl insert` of the three builds.

@@ -116,15 +116,14 @@ fn nginx_and_rsyncd_serve_the_mount_to_simplestreams_clients() {
     let tmp = tempfile::tempdir().unwrap();
 
     // The workers are not root: the mount is read as www-data.
-    let workers = Command::new("ps")
-        .args(["-o", "user=", "--ppid"])
-        .arg(nginx.master_pid().to_string())
-        .output()
-        .unwrap();
-    let users = String::from_utf8_lossy(&workers.stdout).into_owned();
+    let uids = nginx.worker_uids();
+    // SAFETY: getpwnam with a valid C string; the record is read at once.
+    let www_data = unsafe { libc::getpwnam(c"www-data".as_ptr()).as_ref() }
+        .map(|pw| pw.pw_uid)
+        .expect("the www-data user (made by the nginx package)");
     assert!(
-        !users.trim().is_empty() && users.lines().all(|u| u.trim() == "www-data"),
-        "nginx workers: {users:?}"
+        !uids.is_empty() && uids.iter().all(|u| *u == www_data),
+        "nginx workers run as uids {uids:?}"
     );
 
     // sstream-mirror over HTTP with the store's keyring: every signature
