@@ -197,9 +197,11 @@ pub fn init_logging(to: &LogTo) -> Result<()> {
             // SAFETY: the identity is a static C string, as openlog keeps
             // the pointer.
             unsafe { libc::openlog(c"streamfs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            // syslog stamps the time and carries the level as the priority.
             builder
                 .with_ansi(false)
                 .without_time()
+                .with_level(false)
                 .with_writer(syslog::Syslog)
                 .init()
         }
