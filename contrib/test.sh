@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine with the Rust toolchain:
-# installs what the tests drive for real (nginx, rsync, gpg/gpgv, fuse3, the
+# installs what the tests drive for real (nginx, rsync, gpg/gpgv, fuse3's
+# mount helper, systemd-analyze for the unit in contrib/systemd, the
 # python-simplestreams client in a venv, cargo-fuzz), fuzzes the parsers for
 # a bounded time (contrib/fuzz.sh), then runs every test.
 #
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx rsync gnupg gpgv fuse3 python3 python3-venv squashfs-tools ca-certificates g++)
+packages=(nginx rsync gnupg gpgv fuse3 systemd util-linux python3 python3-venv squashfs-tools ca-certificates g++)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

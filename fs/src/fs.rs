@@ -493,6 +493,16 @@ impl StreamFs {
                             .is_none_or(|s| !s.files.contains_key(pl.rel))
                     })
                 });
+                // Directories made by mkdir that now hold items exist
+                // through them: forgetting them lets a directory go when
+                // its items go without `rmdir` (keep retention, clean-md).
+                w.dirs.retain(|d| {
+                    split(d).is_none_or(|pl| {
+                        nv.streams
+                            .get(pl.stream)
+                            .is_none_or(|s| !s.children.contains_key(pl.rel))
+                    })
+                });
                 Some(nv)
             }
             Err(e) => {

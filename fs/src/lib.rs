@@ -1,9 +1,13 @@
 //! The streamfs mount: a thin FUSE adapter (`fuse`) over a filesystem API
 //! (`fs`) that tests can call without a kernel, over `streamfs-core`'s store
 //! and commits (DESIGN §3). Inode numbers come from `inode`, errno values
-//! from `errno` alone.
+//! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
+//! `reaper` reaps orphans while mounted.
 
+pub mod daemon;
 pub mod errno;
 pub mod fs;
 pub mod fuse;
 pub mod inode;
+pub mod options;
+pub mod reaper;

@@ -1,23 +1,30 @@
 //! `streamfs STORE MOUNTPOINT [-o OPTS] [--foreground] [--no-passthrough]`
 //!
-//! Mounts the store (creating it with the default configuration when absent)
-//! and serves it until SIGINT or SIGTERM, then unmounts. It always stays in
-//! the foreground for now (`--foreground` is accepted for scripts that pass
-//! it); run it under systemd or with `&` to detach.
+//! Mounts the store (creating it with the default configuration when
+//! absent) and serves it until SIGINT or SIGTERM, or until it is unmounted
+//! (`umount MOUNTPOINT`). Without `--foreground` it detaches once the mount
+//! answers and logs to the system log (or to `-o log=FILE`); the exit code
+//! then says whether the mount came up, which is what `mount(8)` relies on
+//! when it runs `streamfs STORE MNT -o …` for a `fuse.streamfs` fstab line.
+//! While mounted, it picks up commits made beside it and reaps orphans older
+//! than the store's grace.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
-use fuser::{Config, MountOption, SessionACL};
+use fuser::{Config, MountOption};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use streamfs::daemon::{self, LogTo, Readiness};
 use streamfs::fs::StreamFs;
 use streamfs::fuse::FuseFs;
+use streamfs::options::MountOpts;
+use streamfs::reaper;
 use streamfs_core::store::Store;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -27,102 +34,139 @@ use tracing::{info, warn};
 struct Args {
     /// The store directory (created with the default store.toml if absent).
     store: PathBuf,
-    /// Where to mount it.
+    /// Where to mount it (created if absent).
     mountpoint: PathBuf,
-    /// Mount options, comma-separated: allow_other, allow_root, ro, and any
-    /// option the kernel's fuse filesystem accepts.
+    /// Mount options, comma-separated: allow_other, allow_root,
+    /// default_permissions, ro/rw, nodev, nosuid, noexec, noatime, …;
+    /// log=FILE, no_passthrough; mount(8)'s own (defaults, nofail, _netdev,
+    /// x-systemd.*) are ignored; anything else is refused.
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
-    /// Stay in the foreground (the only mode for now).
+    /// Stay in the foreground and log to stderr (for systemd and terminals);
+    /// otherwise detach once the mount answers and log to syslog.
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Answer every read in the daemon instead of FUSE passthrough.
     #[arg(long)]
     no_passthrough: bool,
+    /// Log to this file instead of stderr or syslog (same as -o log=FILE).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    if let Err(e) = run(args) {
+    // Everything that can be refused without touching the store is checked
+    // before detaching, so the caller sees it on its terminal.
+    let opts = match MountOpts::parse(&args.options) {
+        Ok(o) => o,
+        Err(e) => fail(&e.to_string()),
+    };
+    // The daemon works from `/`: relative paths are resolved first.
+    let (store, mountpoint) = match (
+        std::path::absolute(&args.store),
+        std::path::absolute(&args.mountpoint),
+    ) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(e), _) | (_, Err(e)) => fail(&format!("resolving the paths: {e}")),
+    };
+    let log_file = args.log.clone().or_else(|| opts.log.clone());
+    let log_file = match log_file.map(|f| std::path::absolute(&f)).transpose() {
+        Ok(f) => f,
+        Err(e) => fail(&format!("log file: {e}")),
+    };
+    let (log, mut readiness) = if args.foreground {
+        (
+            log_file.map_or(LogTo::Stderr, LogTo::File),
+            Readiness::foreground(),
+        )
+    } else {
+        // Only the child returns.
+        match daemon::detach() {
+            Ok(r) => (log_file.map_or(LogTo::Syslog, LogTo::File), r),
+            Err(e) => fail(&format!("{e:#}")),
+        }
+    };
+    if let Err(e) = daemon::init_logging(&log) {
+        readiness.failed(&format!("{e:#}"));
+        fail(&format!("{e:#}"));
+    }
+    let passthrough = !(args.no_passthrough || opts.no_passthrough);
+    if let Err(e) = run(&store, &mountpoint, opts, passthrough, &mut readiness) {
+        error!("{e:#}");
+        readiness.failed(&format!("{e:#}"));
+        // Detached, stderr is /dev/null: the parent printed it already.
         eprintln!("streamfs: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> Result<()> {
-    let store = Store::open_or_init(&args.store)
-        .with_context(|| format!("opening store {}", args.store.display()))?;
-    let mountpoint = std::fs::canonicalize(&args.mountpoint)
-        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+fn fail(msg: &str) -> ! {
+    eprintln!("streamfs: {msg}");
+    std::process::exit(1);
+}
+
+fn run(
+    store_path: &Path,
+    mountpoint: &Path,
+    opts: MountOpts,
+    passthrough: bool,
+    readiness: &mut Readiness,
+) -> Result<()> {
+    let store = Store::open_or_init(store_path)
+        .with_context(|| format!("opening store {}", store_path.display()))?;
+    if !mountpoint.exists() {
+        std::fs::create_dir_all(mountpoint)
+            .with_context(|| format!("creating mount point {}", mountpoint.display()))?;
+        info!("created mount point {}", mountpoint.display());
+    }
+    let mountpoint = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
     let fs = Arc::new(
         StreamFs::new(store, Some(mountpoint.clone()))
             .map_err(|e| anyhow::anyhow!("{e}"))
             .context("reading the store")?,
     );
-    let mut cfg = Config::default();
-    cfg.mount_options
-        .push(MountOption::FSName("streamfs".into()));
-    cfg.mount_options
-        .push(MountOption::Subtype("streamfs".into()));
-    for o in &args.options {
-        match o.as_str() {
-            "" => {}
-            "allow_other" => cfg.acl = SessionACL::All,
-            "allow_root" => cfg.acl = SessionACL::RootAndOwner,
-            "ro" => cfg.mount_options.push(MountOption::RO),
-            "auto_unmount" => {
-                bail!("auto_unmount is not supported: streamfs unmounts on SIGINT/SIGTERM")
-            }
-            other => cfg
-                .mount_options
-                .push(MountOption::CUSTOM(other.to_string())),
-        }
+    if !opts.ignored.is_empty() {
+        info!(
+            "mount options ignored (they concern mount(8), not the mount): {}",
+            opts.ignored.join(",")
+        );
     }
+    let mut cfg = Config::default();
+    // The store as the mount's source, so `findmnt`, `mount -a` and
+    // /proc/mounts name it (fuser 0.18 splits a name with commas: those
+    // fall back to "streamfs").
+    let fsname = opts.fsname.clone().unwrap_or_else(|| {
+        let s = fs.store().root().display().to_string();
+        if s.contains([',', ' ', '\t', '\n']) {
+            "streamfs".to_string()
+        } else {
+            s
+        }
+    });
+    cfg.mount_options.push(MountOption::FSName(fsname));
+    // fuser 0.18's own mount(2) drops `Subtype`; handed to the kernel as
+    // an option, it makes the type `fuse.streamfs`, which `findmnt -t`,
+    // `mount -a` and `umount -t` match against fstab.
+    cfg.mount_options
+        .push(MountOption::CUSTOM("subtype=streamfs".into()));
+    cfg.mount_options.extend(opts.kernel);
+    cfg.acl = opts.acl;
     // Two workers: a slow commit (fsync) does not stall every read.
     cfg.n_threads = Some(2);
-    let session = fuser::Session::new(
-        FuseFs::new(fs.clone(), !args.no_passthrough),
-        &mountpoint,
-        &cfg,
-    )
-    .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let before = daemon::device_of(&mountpoint)?;
+    let session = fuser::Session::new(FuseFs::new(fs.clone(), passthrough), &mountpoint, &cfg)
+        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     info!(
         "mounted {} on {} (generation {})",
-        args.store.display(),
+        fs.store().root().display(),
         mountpoint.display(),
         fs.generation()
     );
 
-    // Invalidate the kernel's caches when a commit made beside the mount
-    // (mountctl) moves the generation. Done from this thread, never from a
-    // request handler, where the kernel may hold the locks it needs.
-    let notifier = session.notifier();
-    let watch_fs = fs.clone();
-    std::thread::Builder::new()
-        .name("generation-watch".into())
-        .spawn(move || {
-            let mut last = watch_fs.refresh();
-            loop {
-                // Woken at once by the mount's own commits; polls the store
-                // for the others.
-                let g = watch_fs.wait_for_change(last, Duration::from_millis(200));
-                watch_fs.flush_removals_older_than(streamfs::fs::REMOVAL_WINDOW);
-                if g == last {
-                    continue;
-                }
-                last = g;
-                for (ino, _) in watch_fs.known_inodes() {
-                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
-                }
-            }
-        })?;
+    spawn_generation_watch(&session, fs.clone())?;
+    spawn_reaper(fs.clone())?;
 
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let sig_handle = signals.handle();
@@ -135,7 +179,32 @@ fn run(args: Args) -> Result<()> {
                 unmount(&mnt);
             }
         })?;
-    let r = session.run();
+
+    // The session serves on this thread; another one waits until the mount
+    // point answers, then lets the caller go.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mnt = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("readiness".into())
+        .spawn(move || {
+            let r = daemon::wait_until_served(&mnt, before, Duration::from_secs(60));
+            let _ = ready_tx.send(r);
+        })?;
+    let serve = std::thread::Builder::new()
+        .name("session".into())
+        .spawn(move || session.run())?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => readiness.ready(),
+        Ok(Err(e)) => {
+            unmount(&mountpoint);
+            let _ = serve.join();
+            return Err(e);
+        }
+        Err(_) => {}
+    }
+    let r = serve
+        .join()
+        .map_err(|_| anyhow::anyhow!("the session thread panicked"))?;
     sig_handle.close();
     // Removals acknowledged in the last moments are committed, not lost.
     if let Err(e) = fs.flush_removals() {
@@ -143,6 +212,55 @@ fn run(args: Args) -> Result<()> {
     }
     r.context("serving the mount")?;
     info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+/// Invalidates the kernel's caches when a commit made beside the mount
+/// (mountctl, the reaper) moves the generation. Done from its own thread,
+/// never from a request handler, where the kernel may hold the locks it
+/// needs.
+fn spawn_generation_watch(session: &fuser::Session<FuseFs>, fs: Arc<StreamFs>) -> Result<()> {
+    let notifier = session.notifier();
+    std::thread::Builder::new()
+        .name("generation-watch".into())
+        .spawn(move || {
+            let mut last = fs.refresh();
+            loop {
+                // Woken at once by the mount's own commits; polls the store
+                // for the others.
+                let g = fs.wait_for_change(last, Duration::from_millis(200));
+                fs.flush_removals_older_than(streamfs::fs::REMOVAL_WINDOW);
+                if g == last {
+                    continue;
+                }
+                last = g;
+                for (ino, _) in fs.known_inodes() {
+                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Reaps orphans older than the store's grace while mounted (see
+/// [`reaper`] for the interval).
+fn spawn_reaper(fs: Arc<StreamFs>) -> Result<()> {
+    let every = reaper::interval(fs.store().config().grace);
+    info!(
+        "orphans older than {}s are reaped; checked every {}s",
+        fs.store().config().grace.as_secs(),
+        every.as_secs()
+    );
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                if reaper::reap_due(fs.store()) > 0 {
+                    fs.refresh();
+                }
+            }
+        })?;
     Ok(())
 }
 

@@ -95,6 +95,16 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
         .expect("test executable under target/<profile>/deps");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // Without the variables `cargo test` sets for the test process
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_*, …): build scripts that watch them
+    // (ring's) would otherwise rerun, and rebuild everything above them, at
+    // every switch between this build and a plain `cargo build`.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+            cmd.env_remove(k.as_ref());
+        }
+    }
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "-p", package]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
@@ -155,4 +165,5 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
     }
 }
 pub mod mount;
+pub mod serve;
 pub mod store;

@@ -56,6 +56,14 @@ impl Mount {
         Self::with_args(store, &[])
     }
 
+    /// Mounts `store` with `-o OPTIONS` (e.g. `allow_other`).
+    pub fn with_options(store: &Path, options: &[&str]) -> Mount {
+        if options.is_empty() {
+            return Self::with_args(store, &[]);
+        }
+        Self::with_args(store, &["-o", &options.join(",")])
+    }
+
     /// Mounts with extra `streamfs` arguments (`-o allow_other`, …). The
     /// mount point's directory is world-searchable, so that other users
     /// reach the mount when it lets them.

@@ -4,6 +4,7 @@
 
 use super::{VersionRef, remove::remove_version};
 use crate::error::{Error, Result};
+use crate::store::publish::unpublishable_versions;
 use crate::store::{CommitReport, Store, Txn};
 use crate::streams::filter::{ItemFilter, all_match};
 use crate::streams::flatten::flatten;
@@ -51,7 +52,14 @@ pub fn keep_newest(
 }
 
 /// The stream's `keep` retention after an insert: the products that gained
-/// a version keep their `keep` newest (all when `keep` is 0).
+/// a version keep their `keep` newest published versions (all when `keep`
+/// is 0).
+///
+/// Only published versions (every item with its blob) count and go: a build
+/// copied into the mount metadata first has pending versions until its data
+/// arrive, and retiring the version clients use before its successor is
+/// published would leave them nothing. Retention runs again when the
+/// pending version's last item arrives ([`super::put::put_blob`]).
 pub fn retain_after_insert(
     txn: &mut Txn<'_>,
     stream: &str,
@@ -63,7 +71,33 @@ pub fn retain_after_insert(
     }
     let products: std::collections::BTreeSet<&str> =
         added.iter().map(|v| v.product.as_str()).collect();
-    keep_newest(txn, stream, keep, |p| products.contains(p))
+    let pending = unpublishable_versions(txn.stream(stream)?, txn.store().pool());
+    let mut victims = Vec::new();
+    {
+        let p = &txn.stream(stream)?.products;
+        for product in products {
+            let mut versions: Vec<&String> = p
+                .versions(product)
+                .map(|v| v.keys().collect())
+                .unwrap_or_default();
+            versions.sort();
+            versions.reverse();
+            let published = versions
+                .into_iter()
+                .filter(|v| !pending.contains(&(product.to_string(), v.to_string())));
+            for v in published.skip(keep) {
+                victims.push(VersionRef {
+                    product: product.to_string(),
+                    version: v.clone(),
+                });
+            }
+        }
+    }
+    victims.sort();
+    for vr in &victims {
+        remove_version(txn, stream, vr)?;
+    }
+    Ok(victims)
 }
 
 /// `clean-md MAX STREAM [FILTER…]`: products with an item matching every

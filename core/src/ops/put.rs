@@ -100,9 +100,11 @@ pub fn put_blob(
             set_item_blob(&mut st.products, vr, item, &blob);
         }
         st.mtimes.insert(p.to_string(), now);
-        return Ok(PutOutcome::Filled(
-            filled.into_iter().map(|(vr, _)| vr).collect(),
-        ));
+        let filled: Vec<VersionRef> = filled.into_iter().map(|(vr, _)| vr).collect();
+        // A version this completes is published now: retention may retire
+        // what it supersedes.
+        clean::retain_after_insert(txn, stream, &filled)?;
+        return Ok(PutOutcome::Filled(filled));
     }
 
     let cfg = txn.store().config().stream(stream)?.clone();
