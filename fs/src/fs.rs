@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use streamfs_core::ops::promote::{PromoteRequest, promote_in};
-use streamfs_core::ops::put::{PutOutcome, attach_shared, insert_metadata, put_blob};
+use streamfs_core::ops::put::{insert_metadata, put_blob};
 use streamfs_core::ops::remove::remove_path;
 use streamfs_core::relpath::RelPath;
 use streamfs_core::store::pool::{BlobWriter, Staged};
@@ -155,8 +155,9 @@ struct StreamView {
     /// Directory (stream-relative, `""` the stream's root) → name → is a
     /// directory.
     children: BTreeMap<String, BTreeMap<String, bool>>,
-    /// Readable by path, not listed: removed paths until reaped, and items of
-    /// versions not published yet whose data is present.
+    /// Readable by path, not listed: removed paths until reaped, items of
+    /// versions not published yet whose data is present, and shared files
+    /// kept until a product of their version exists.
     hidden: BTreeMap<String, FileInfo>,
     /// The directories of hidden paths: resolvable, so the paths are.
     hidden_dirs: BTreeSet<String>,
@@ -208,6 +209,14 @@ impl View {
                     v.hidden.entry(path.clone()).or_insert(FileInfo {
                         blob: r.blob.clone(),
                         mtime: r.at,
+                    });
+                }
+            }
+            for (path, b) in &st.shared {
+                if !v.files.contains_key(path) {
+                    v.hidden.entry(path.clone()).or_insert(FileInfo {
+                        blob: b.clone(),
+                        mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
                     });
                 }
             }
@@ -294,8 +303,6 @@ struct Work {
     /// yet: what `cp -r` and `rm -r` need between their steps. Mount paths.
     dirs: BTreeSet<String>,
     parked: BTreeMap<String, Parked>,
-    /// Shared files (the `squashfs`) whose products do not exist yet.
-    loose: BTreeMap<String, BlobRef>,
     /// Mount paths with an open writer → its size so far.
     writing: BTreeMap<String, u64>,
     /// Symlinks just turned into promotions: their target, shown once.
@@ -406,15 +413,6 @@ impl StreamFs {
             Ok(nv) => {
                 let nv = Arc::new(nv);
                 *self.view.lock().expect("view lock") = nv.clone();
-                let mut w = self.work.lock().expect("work lock");
-                // Shared files whose path became an item need no more care.
-                w.loose.retain(|p, _| {
-                    split(p).is_none_or(|pl| {
-                        nv.streams
-                            .get(pl.stream)
-                            .is_none_or(|s| !s.files.contains_key(pl.rel))
-                    })
-                });
                 Some(nv)
             }
             Err(e) => {
@@ -479,12 +477,6 @@ impl StreamFs {
         }
         if sv.hidden_dirs.contains(rel) {
             return Some(Node::Dir);
-        }
-        if let Some(b) = w.loose.get(path) {
-            return Some(Node::Blob(FileInfo {
-                blob: b.clone(),
-                mtime: view.mtime,
-            }));
         }
         None
     }
@@ -889,15 +881,30 @@ impl StreamFs {
 
     /// `close` (FLUSH): the insert happens here, so the writer learns of a
     /// refusal or a checksum mismatch from `close` itself.
+    ///
+    /// Every `close` of a descriptor flushes, also of one duplicated before
+    /// anything was written: a shell's `echo x > file` opens, `dup2`s the
+    /// descriptor onto its stdout and closes the original, and only then
+    /// writes. So a file still empty is not finished at a flush but at its
+    /// release (the last close); any data makes the next flush finish it.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
+        self.finish(fh, false)
+    }
+
+    fn finish(&self, fh: u64, last: bool) -> FsResult<()> {
         let Some(h) = self.handle(fh) else {
             return Ok(());
         };
         let mut h = h.lock().expect("handle lock");
-        let taken = match &*h {
-            Handle::Write { .. } | Handle::Meta { .. } => std::mem::replace(&mut *h, Handle::Done),
+        let empty = match &*h {
+            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.is_empty()),
+            Handle::Meta { buf, .. } => buf.is_empty(),
             _ => return Ok(()),
         };
+        if empty && !last {
+            return Ok(());
+        }
+        let taken = std::mem::replace(&mut *h, Handle::Done);
         match taken {
             Handle::Write { path, writer } => {
                 self.work.lock().expect("work lock").writing.remove(&path);
@@ -913,7 +920,7 @@ impl StreamFs {
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.flush(fh);
+        let r = self.finish(fh, true);
         self.handles.lock().expect("handles lock").remove(&fh);
         r
     }
@@ -939,45 +946,12 @@ impl StreamFs {
         let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
         let mut txn = self.store.begin()?;
         let outcome = put_blob(&mut txn, stream, &rel, staged)?;
-        if let PutOutcome::Unattached(b) = &outcome {
-            info!(
-                "{path}: shared file kept aside until a product of its version exists (sha256 {})",
-                b.sha256
-            );
-            self.work
-                .lock()
-                .expect("work lock")
-                .loose
-                .insert(path.to_string(), b.clone());
-        }
-        self.attach_loose(&mut txn, stream)?;
         let report = txn.commit()?;
         info!(
             "inserted {path}: {outcome:?} (generation {})",
             report.generation
         );
         self.reload();
-        Ok(())
-    }
-
-    /// Gives shared files kept aside to the products that now exist.
-    fn attach_loose(&self, txn: &mut streamfs_core::store::Txn<'_>, stream: &str) -> FsResult<()> {
-        let loose: Vec<(String, BlobRef)> = self
-            .work
-            .lock()
-            .expect("work lock")
-            .loose
-            .iter()
-            .filter(|(p, _)| split(p).is_some_and(|pl| pl.stream == stream))
-            .map(|(p, b)| (p.clone(), b.clone()))
-            .collect();
-        for (p, b) in loose {
-            let rel =
-                RelPath::new(split(&p).expect("stream path").rel).map_err(FsError::Invalid)?;
-            if !attach_shared(txn, stream, &rel, &b)?.is_empty() {
-                self.work.lock().expect("work lock").loose.remove(&p);
-            }
-        }
         Ok(())
     }
 
@@ -1026,7 +1000,6 @@ impl StreamFs {
         let products = Products::from_map(path, doc)?;
         let mut txn = self.store.begin()?;
         let report = insert_metadata(&mut txn, stream, &products)?;
-        self.attach_loose(&mut txn, stream)?;
         let c = txn.commit()?;
         info!(
             "inserted metadata {path}: {} versions added, {} existing, {} superseded, {} items pending (generation {})",
@@ -1076,7 +1049,7 @@ impl StreamFs {
         self.may_write(caller, "unlink", &path)?;
         {
             let mut w = self.work.lock().expect("work lock");
-            if w.parked.remove(&path).is_some() || w.loose.remove(&path).is_some() {
+            if w.parked.remove(&path).is_some() {
                 return Ok(());
             }
         }
@@ -1103,7 +1076,12 @@ impl StreamFs {
             }
             Some(Node::Blob(_)) => {}
         }
-        if !view.streams[stream].files.contains_key(rel) {
+        let kept = view
+            .snapshot
+            .streams
+            .get(stream)
+            .is_some_and(|st| st.shared.contains_key(rel));
+        if !view.streams[stream].files.contains_key(rel) && !kept {
             // A removed path, still readable until reaped, or an item of a
             // version not published yet.
             return Err(FsError::NotFound);

@@ -97,6 +97,17 @@ fn ttl(a: &Attr) -> Duration {
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // O_TRUNC reaches `open`: rewriting a file from the start (`cp` onto
+        // an item with the same content, data for an item declared by
+        // metadata whose blob is already there) is told apart from writing
+        // into its middle, which is refused at open. Without it the kernel
+        // opens without O_TRUNC and truncates afterwards.
+        if config
+            .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            warn!("the kernel offers no atomic O_TRUNC: rewrites of existing items are refused");
+        }
         if self.passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();
