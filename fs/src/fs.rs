@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use streamfs_core::ops::promote::{PromoteRequest, promote_in};
-use streamfs_core::ops::put::{PutOutcome, attach_shared, insert_metadata, put_blob};
+use streamfs_core::ops::put::{insert_metadata, put_blob};
 use streamfs_core::ops::remove::remove_path;
 use streamfs_core::relpath::RelPath;
 use streamfs_core::store::pool::{BlobWriter, Staged};
@@ -176,8 +176,9 @@ struct StreamView {
     /// Directory (stream-relative, `""` the stream's root) → name → is a
     /// directory.
     children: BTreeMap<String, BTreeMap<String, bool>>,
-    /// Readable by path, not listed: removed paths until reaped, and items of
-    /// versions not published yet whose data is present.
+    /// Readable by path, not listed: removed paths until reaped, items of
+    /// versions not published yet whose data is present, and shared files
+    /// kept until a product of their version exists.
     hidden: BTreeMap<String, FileInfo>,
     /// The directories of hidden paths: resolvable, so the paths are.
     hidden_dirs: BTreeSet<String>,
@@ -229,6 +230,14 @@ impl View {
                     v.hidden.entry(path.clone()).or_insert(FileInfo {
                         blob: r.blob.clone(),
                         mtime: r.at,
+                    });
+                }
+            }
+            for (path, b) in &st.shared {
+                if !v.files.contains_key(path) {
+                    v.hidden.entry(path.clone()).or_insert(FileInfo {
+                        blob: b.clone(),
+                        mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
                     });
                 }
             }
@@ -315,8 +324,6 @@ struct Work {
     /// yet: what `cp -r` and `rm -r` need between their steps. Mount paths.
     dirs: BTreeSet<String>,
     parked: BTreeMap<String, Parked>,
-    /// Shared files (the `squashfs`) whose products do not exist yet.
-    loose: BTreeMap<String, BlobRef>,
     /// Mount paths with an open writer → its size so far.
     writing: BTreeMap<String, u64>,
     /// `streams/v1` documents → how many handles write one: builds carry
@@ -485,14 +492,6 @@ impl StreamFs {
                 }
                 self.view_changed.notify_all();
                 let mut w = self.work.lock().expect("work lock");
-                // Shared files whose path became an item need no more care.
-                w.loose.retain(|p, _| {
-                    split(p).is_none_or(|pl| {
-                        nv.streams
-                            .get(pl.stream)
-                            .is_none_or(|s| !s.files.contains_key(pl.rel))
-                    })
-                });
                 // Directories made by mkdir that now hold items exist
                 // through them: forgetting them lets a directory go when
                 // its items go without `rmdir` (keep retention, clean-md).
@@ -695,12 +694,6 @@ impl StreamFs {
         }
         if sv.hidden_dirs.contains(rel) {
             return Some(Node::Dir);
-        }
-        if let Some(b) = w.loose.get(path) {
-            return Some(Node::Blob(FileInfo {
-                blob: b.clone(),
-                mtime: view.mtime,
-            }));
         }
         None
     }
@@ -1239,45 +1232,12 @@ impl StreamFs {
         let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
         let mut txn = self.begin()?;
         let outcome = put_blob(&mut txn, stream, &rel, staged)?;
-        if let PutOutcome::Unattached(b) = &outcome {
-            info!(
-                "{path}: shared file kept aside until a product of its version exists (sha256 {})",
-                b.sha256
-            );
-            self.work
-                .lock()
-                .expect("work lock")
-                .loose
-                .insert(path.to_string(), b.clone());
-        }
-        self.attach_loose(&mut txn, stream)?;
         let report = txn.commit()?;
         info!(
             "inserted {path}: {outcome:?} (generation {})",
             report.generation
         );
         self.reload();
-        Ok(())
-    }
-
-    /// Gives shared files kept aside to the products that now exist.
-    fn attach_loose(&self, txn: &mut streamfs_core::store::Txn<'_>, stream: &str) -> FsResult<()> {
-        let loose: Vec<(String, BlobRef)> = self
-            .work
-            .lock()
-            .expect("work lock")
-            .loose
-            .iter()
-            .filter(|(p, _)| split(p).is_some_and(|pl| pl.stream == stream))
-            .map(|(p, b)| (p.clone(), b.clone()))
-            .collect();
-        for (p, b) in loose {
-            let rel =
-                RelPath::new(split(&p).expect("stream path").rel).map_err(FsError::Invalid)?;
-            if !attach_shared(txn, stream, &rel, &b)?.is_empty() {
-                self.work.lock().expect("work lock").loose.remove(&p);
-            }
-        }
         Ok(())
     }
 
@@ -1326,7 +1286,6 @@ impl StreamFs {
         let products = Products::from_map(path, doc)?;
         let mut txn = self.begin()?;
         let report = insert_metadata(&mut txn, stream, &products)?;
-        self.attach_loose(&mut txn, stream)?;
         let c = txn.commit()?;
         info!(
             "inserted metadata {path}: {} versions added, {} existing, {} superseded, {} items pending (generation {})",
@@ -1376,7 +1335,7 @@ impl StreamFs {
         self.may_write(caller, "unlink", &path)?;
         {
             let mut w = self.work.lock().expect("work lock");
-            if w.parked.remove(&path).is_some() || w.loose.remove(&path).is_some() {
+            if w.parked.remove(&path).is_some() {
                 return Ok(());
             }
         }
@@ -1403,8 +1362,15 @@ impl StreamFs {
             }
             Some(Node::Blob(_)) => {}
         }
+        let kept = view
+            .snapshot
+            .streams
+            .get(stream)
+            .is_some_and(|st| st.shared.contains_key(rel));
         let mut w = self.work.lock().expect("work lock");
-        if !view.streams[stream].files.contains_key(rel) || w.removing.contains_key(&path) {
+        if (!view.streams[stream].files.contains_key(rel) && !kept)
+            || w.removing.contains_key(&path)
+        {
             // A removed path, still readable until reaped, or an item of a
             // version not published yet.
             return Err(FsError::NotFound);

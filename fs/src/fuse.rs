@@ -129,6 +129,17 @@ impl Filesystem for FuseFs {
         {
             info!("the kernel offers no READDIRPLUS ({e:?}): one lookup per listed name");
         }
+        // O_TRUNC reaches `open`: rewriting a file from the start (`cp` onto
+        // an item with the same content, data for an item declared by
+        // metadata whose blob is already there) is told apart from writing
+        // into its middle, which is refused at open. Without it the kernel
+        // opens without O_TRUNC and truncates afterwards.
+        if config
+            .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            warn!("the kernel offers no atomic O_TRUNC: rewrites of existing items are refused");
+        }
         if self.passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();

@@ -54,6 +54,15 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     }
 }
 
+/// A program found in `$PATH`.
+pub fn in_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
+
 /// The python-simplestreams virtualenv (`bin/sstream-query`,
 /// `bin/sstream-mirror`, `bin/python3`): `$STREAMFS_SSTREAM_VENV`, else
 /// `/opt/sstream-venv`.

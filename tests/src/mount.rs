@@ -146,6 +146,29 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// SIGKILLs the daemon (a crash: no unmount, no cleanup) and clears the
+    /// dead mount it leaves (`Transport endpoint is not connected`) with a
+    /// lazy unmount, as an operator would before mounting again.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
+        assert!(!is_mounted(&self.mnt), "dead mount left behind");
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         if is_mounted(&self.mnt) {

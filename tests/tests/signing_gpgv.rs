@@ -10,18 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use streamfs_core::signing::{KeyAlgo, Keyring, SigningKey, generate_key};
-use streamfs_tests::{missing, sstream_venv};
+use streamfs_tests::{in_path, missing, sstream_venv};
 
 // ---------------------------------------------------------------- helpers
-
-/// The program's path when it is in `PATH`.
-fn in_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.is_file())
-}
 
 /// gpg and gpgv, or `None` after a skip.
 fn gpg_tools() -> Option<(PathBuf, PathBuf)> {

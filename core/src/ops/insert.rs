@@ -13,7 +13,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::source::Source;
-use super::{Progress, VersionRef, clean, item_paths, plan_new_versions, put_version};
+use super::{
+    Progress, VersionRef, check_paths_agree, clean, item_paths, plan_new_versions, put_version,
+};
 use crate::error::{Error, Result};
 use crate::store::pool::{Staged, hash_file};
 use crate::store::{BlobRef, CommitReport, Store, Txn};
@@ -177,10 +179,17 @@ pub fn insert_source(
         }
     }
 
+    check_paths_agree(
+        txn.stream(stream)?,
+        stream,
+        plan.iter().map(|(v, d)| (v, d)),
+    )?;
+
     // 4. Into the pool, then into the metadata.
     report.new_blobs = staged.len();
     for (_, s) in std::mem::take(&mut staged) {
-        pool.publish(s)?;
+        let b = pool.publish(s)?;
+        txn.note_arrived(&b.sha256);
     }
     let now = timefmt::now().timestamp();
     let st = txn.stream_mut(stream)?;

@@ -14,7 +14,8 @@ pub mod source;
 
 use serde_json::{Map, Value};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::store::StreamState;
 use crate::streams::Products;
 use crate::streams::filter::{ItemFilter, all_match};
 use crate::streams::flatten::{expand_aliases, flatten_expanded, inherited_version_attrs};
@@ -148,6 +149,51 @@ pub fn plan_new_versions<'a>(
         }
     }
     Ok((plan, existing))
+}
+
+/// One path has one content in a stream: a new version whose item names a
+/// path the stream already has with other content (an item, or a shared
+/// file kept for products to come) is refused, or clients would be served
+/// one file under two checksums. Items without a sha256 yet are checked
+/// when their data arrives.
+pub fn check_paths_agree<'a>(
+    state: &StreamState,
+    stream: &str,
+    plan: impl IntoIterator<Item = (&'a VersionRef, &'a Map<String, Value>)>,
+) -> Result<()> {
+    let mut have: std::collections::BTreeMap<String, String> = state
+        .live_blobs()
+        .map(|(p, b)| (p.to_string(), b.sha256.to_ascii_lowercase()))
+        .collect();
+    for (vr, data) in plan {
+        for (iname, item) in data
+            .get("items")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(path), Some(sha)) = (
+                item.get("path").and_then(Value::as_str),
+                item.get("sha256").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let sha = sha.to_ascii_lowercase();
+            match have.get(path) {
+                Some(h) if *h != sha => {
+                    return Err(Error::Refused(format!(
+                        "stream {stream} product {} version {} item {iname}: {path} already holds other content (sha256 {h}); remove it first",
+                        vr.product, vr.version
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    have.insert(path.to_string(), sha);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A source document with its aliases expanded.

@@ -4,7 +4,7 @@
 //! as meph2-util turns `.candidate:` into `:`) and the label set. Items keep
 //! their paths and blobs: nothing is copied.
 
-use super::{VersionRef, expanded, item_paths, portable_version, put_version};
+use super::{VersionRef, check_paths_agree, expanded, item_paths, portable_version, put_version};
 use crate::error::{Error, Result};
 use crate::store::{CommitReport, Store, Txn};
 use crate::streams::filter::ItemFilter;
@@ -116,6 +116,11 @@ pub fn promote_in(txn: &mut Txn<'_>, req: &PromoteRequest<'_>) -> Result<Promote
             req.from, req.version
         )));
     }
+    check_paths_agree(
+        txn.stream(req.to)?,
+        req.to,
+        plan.iter().map(|(_, d, data)| (d, data)),
+    )?;
     if req.dry_run {
         report.added = plan.into_iter().map(|(s, d, _)| (s, d)).collect();
         return Ok(report);

@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::{VersionRef, clean, item_paths, plan_new_versions, put_version, source::add_item};
+use super::{
+    VersionRef, check_paths_agree, clean, item_paths, plan_new_versions, put_version,
+    source::add_item,
+};
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
 use crate::store::pool::Staged;
@@ -34,8 +37,8 @@ pub enum PutOutcome {
     /// A new item placed by the path templates.
     Added(Vec<VersionRef>),
     /// A file shared by products (the `squashfs`) that belongs to no product
-    /// yet: its blob is in the pool; [`attach_shared`] attaches it once a
-    /// matching product version exists.
+    /// yet: its blob is in the pool and the stream keeps it (its `shared`
+    /// map) until a product of its version arrives.
     Unattached(BlobRef),
 }
 
@@ -94,6 +97,7 @@ pub fn put_blob(
             return Ok(PutOutcome::Unchanged);
         }
         let blob = pool.publish(staged)?;
+        txn.note_arrived(&blob.sha256);
         let now = timefmt::now().timestamp();
         let st = txn.stream_mut(stream)?;
         for (vr, item) in &filled {
@@ -114,13 +118,18 @@ pub fn put_blob(
         ))
     })?;
     let blob = pool.publish(staged)?;
+    txn.note_arrived(&blob.sha256);
     let added = match &placement.product {
         Some(pid) => {
-            let attrs: Map<String, Value> = placement
+            let mut attrs: Map<String, Value> = placement
                 .attrs
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect();
+            // As `mountctl insert` of a data-only build labels its products.
+            if let Some(l) = &cfg.label {
+                attrs.insert("label".into(), l.as_str().into());
+            }
             let st = txn.stream_mut(stream)?;
             add_item(
                 &mut st.products,
@@ -137,13 +146,70 @@ pub fn put_blob(
         }
         None => attach(txn, stream, path, &blob)?,
     };
+    let now = timefmt::now().timestamp();
     if added.is_empty() {
+        let st = txn.stream_mut(stream)?;
+        if let Some(old) = st.shared.insert(p.to_string(), blob.clone())
+            && old.sha256 != blob.sha256
+        {
+            txn.note_unreferenced(&old.sha256);
+        }
+        txn.stream_mut(stream)?.mtimes.insert(p.to_string(), now);
         return Ok(PutOutcome::Unattached(blob));
     }
-    let now = timefmt::now().timestamp();
     txn.stream_mut(stream)?.mtimes.insert(p.to_string(), now);
+    if placement.product.is_some() {
+        attach_known_shared(txn, stream, path)?;
+    }
     clean::retain_after_insert(txn, stream, &added)?;
     Ok(PutOutcome::Added(added))
+}
+
+/// Gives the shared files the stream already has in the directories above
+/// `near` (kept ones, and those other products at that version list) to the
+/// product versions there that lack them: a shared file belongs to every
+/// product of its version, also those that arrive after it.
+fn attach_known_shared(txn: &mut Txn<'_>, stream: &str, near: &RelPath) -> Result<()> {
+    let layout = &txn.store().config().stream(stream)?.layout;
+    let st = txn.stream(stream)?;
+    let items = st.products.items().filter_map(|i| {
+        Some((
+            i.path()?.to_string(),
+            BlobRef {
+                sha256: i.sha256()?.to_string(),
+                size: i.size().unwrap_or(0),
+            },
+        ))
+    });
+    let kept = st.shared.iter().map(|(p, b)| (p.clone(), b.clone()));
+    let candidates: BTreeMap<String, BlobRef> = items
+        .chain(kept)
+        .filter(|(p, _)| {
+            RelPath::new(p).is_ok_and(|rp| same_dir_or_below(near.as_str(), &rp))
+                && layout.place(p).is_some_and(|pl| pl.product.is_none())
+        })
+        .collect();
+    for (p, b) in candidates {
+        let rp = RelPath::new(&p).map_err(|r| Error::invalid(stream, &p, r))?;
+        attach_shared(txn, stream, &rp, &b)?;
+    }
+    Ok(())
+}
+
+/// Attaches every shared file the stream keeps to the product versions
+/// that now exist for it.
+pub fn attach_kept_shared(txn: &mut Txn<'_>, stream: &str) -> Result<()> {
+    let kept: Vec<(String, BlobRef)> = txn
+        .stream(stream)?
+        .shared
+        .iter()
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect();
+    for (p, b) in kept {
+        let rp = RelPath::new(&p).map_err(|r| Error::invalid(stream, &p, r))?;
+        attach_shared(txn, stream, &rp, &b)?;
+    }
+    Ok(())
 }
 
 /// Attaches a shared file already in the pool to every product version that
@@ -276,6 +342,11 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     let mut report = MetadataReport::default();
     // Paths are safe: a `Products` value has had every one checked.
     let (plan, existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
+    check_paths_agree(
+        txn.stream(stream)?,
+        stream,
+        plan.iter().map(|(v, d)| (v, d)),
+    )?;
     report.existing = existing;
     // Paths the new versions declare, by version name.
     let mut declared: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -331,6 +402,7 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
         put_version(&mut st.products, &vr.product, &vr.version, data);
         report.added.push(vr);
     }
+    attach_kept_shared(txn, stream)?;
     clean::retain_after_insert(txn, stream, &report.added)?;
     Ok(report)
 }

@@ -74,8 +74,21 @@ pub fn remove_path(txn: &mut Txn<'_>, stream: &str, dir: &str) -> Result<usize> 
             )
         })
         .collect();
-    let n = victims.len();
+    let mut n = victims.len();
     let mut shas = Vec::new();
+    // Kept shared files were never published: they simply go.
+    let kept: Vec<String> = st
+        .shared
+        .keys()
+        .filter(|p| RelPath::new(p).is_ok_and(|p| p.is_under(dir)))
+        .cloned()
+        .collect();
+    for p in kept {
+        if let Some(b) = st.shared.remove(&p) {
+            shas.push(b.sha256);
+            n += 1;
+        }
+    }
     for (p, v, i, path, blob) in victims {
         st.products.remove_item(&p, &v, &i);
         if let (Some(path), Some(blob)) = (path, blob) {

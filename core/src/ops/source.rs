@@ -224,6 +224,18 @@ pub(crate) fn add_item(
     item: Map<String, Value>,
 ) {
     let mut vdata = products.version(pid, version).cloned().unwrap_or_default();
+    if vdata.is_empty()
+        && let Some(p) = products.product(pid)
+    {
+        // A new version of an existing product: the attributes the product
+        // does not carry itself (one inserted by metadata keeps them on its
+        // versions) go on the version, so its items flatten to them.
+        for (k, v) in attrs {
+            if k != "versions" && p.get(k) != Some(v) {
+                vdata.insert(k.clone(), v.clone());
+            }
+        }
+    }
     let items = vdata
         .entry("items")
         .or_insert_with(|| Value::Object(Map::new()));

@@ -227,6 +227,7 @@ impl Store {
             streams,
             changed: BTreeSet::new(),
             unreferenced: BTreeSet::new(),
+            arrived: BTreeSet::new(),
         })
     }
 }
@@ -249,6 +250,8 @@ pub struct Txn<'s> {
     changed: BTreeSet<String>,
     /// Blobs some edit stopped referencing: orphan candidates at commit.
     unreferenced: BTreeSet<String>,
+    /// Blobs put into the pool by this transaction.
+    arrived: BTreeSet<String>,
 }
 
 /// What a commit did.
@@ -294,6 +297,14 @@ impl<'s> Txn<'s> {
         self.unreferenced.insert(sha256.to_string());
     }
 
+    /// Records that a blob entered the pool. At commit, every stream with
+    /// an item of that content is regenerated too: the blob may complete a
+    /// version that stream was waiting for (declared by metadata before its
+    /// data arrived, here through another stream).
+    pub fn note_arrived(&mut self, sha256: &str) {
+        self.arrived.insert(sha256.to_string());
+    }
+
     /// Every blob referenced by a live item of any stream.
     pub fn referenced(&self) -> BTreeSet<String> {
         referenced(&self.streams)
@@ -309,6 +320,18 @@ impl<'s> Txn<'s> {
     /// nothing is written and the current generation is returned.
     pub fn commit(mut self) -> Result<CommitReport> {
         let store = self.store;
+        if !self.arrived.is_empty() {
+            for (name, st) in &self.streams {
+                if !self.changed.contains(name)
+                    && st
+                        .products
+                        .items()
+                        .any(|i| i.sha256().is_some_and(|h| self.arrived.contains(h)))
+                {
+                    self.changed.insert(name.clone());
+                }
+            }
+        }
         if self.changed.is_empty() && self.base.is_some() {
             return Ok(CommitReport {
                 generation: self.generation(),
@@ -323,6 +346,13 @@ impl<'s> Txn<'s> {
         for name in self.changed.clone() {
             let st = self.streams.get_mut(&name).expect("changed streams exist");
             st.removed.retain(|_, r| pool.contains(&r.blob.sha256));
+            let items: BTreeSet<String> = st
+                .products
+                .items()
+                .filter_map(|i| i.path().map(String::from))
+                .collect();
+            // A kept shared file that became an item needs no keeping.
+            st.shared.retain(|p, _| !items.contains(p));
             let live: BTreeSet<String> = st.live_blobs().map(|(p, _)| p.to_string()).collect();
             st.removed.retain(|p, _| !live.contains(p));
             st.mtimes.retain(|p, _| live.contains(p));

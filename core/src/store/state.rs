@@ -30,6 +30,13 @@ pub struct StreamState {
     pub removed: BTreeMap<String, Removed>,
     /// Insert time (Unix seconds) of each live path: its mtime in the mount.
     pub mtimes: BTreeMap<String, i64>,
+    /// Shared files (the `squashfs` of every kernel of a version) written
+    /// before any product of their version exists, by stream-relative path.
+    /// Kept here, not in memory, so that a file whose `close` succeeded
+    /// survives a restart and is never reaped; each is attached to the
+    /// products of its version as they arrive, and leaves this map once it
+    /// is an item.
+    pub shared: BTreeMap<String, BlobRef>,
 }
 
 impl StreamState {
@@ -38,6 +45,7 @@ impl StreamState {
             products: Products::new(content_id, datatype),
             removed: BTreeMap::new(),
             mtimes: BTreeMap::new(),
+            shared: BTreeMap::new(),
         }
     }
 
@@ -57,11 +65,17 @@ impl StreamState {
             .iter()
             .map(|(p, t)| (p.clone(), json!(t)))
             .collect();
+        let shared: Map<String, Value> = self
+            .shared
+            .iter()
+            .map(|(p, b)| (p.clone(), json!({"sha256": b.sha256, "size": b.size})))
+            .collect();
         json::to_meph2(&json!({
             "format": FORMAT,
             "products": Value::Object(self.products.doc().clone()),
             "removed": removed,
             "mtimes": mtimes,
+            "shared": shared,
         }))
     }
 
@@ -78,23 +92,25 @@ impl StreamState {
             Some(Value::Object(m)) => Products::from_map(file, m)?,
             _ => return Err(Error::invalid(file, "products", "missing or not an object")),
         };
+        let blob = |r: &Value| BlobRef {
+            sha256: r
+                .get("sha256")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            size: r.get("size").and_then(Value::as_u64).unwrap_or_default(),
+        };
         let mut removed = BTreeMap::new();
         if let Some(Value::Object(m)) = doc.get("removed") {
             for (p, r) in m {
-                let sha256 = r
-                    .get("sha256")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let size = r.get("size").and_then(Value::as_u64).unwrap_or_default();
                 let at = r.get("at").and_then(Value::as_i64).unwrap_or_default();
-                removed.insert(
-                    p.clone(),
-                    Removed {
-                        blob: BlobRef { sha256, size },
-                        at,
-                    },
-                );
+                removed.insert(p.clone(), Removed { blob: blob(r), at });
+            }
+        }
+        let mut shared = BTreeMap::new();
+        if let Some(Value::Object(m)) = doc.get("shared") {
+            for (p, r) in m {
+                shared.insert(p.clone(), blob(r));
             }
         }
         let mut mtimes = BTreeMap::new();
@@ -107,19 +123,24 @@ impl StreamState {
             products,
             removed,
             mtimes,
+            shared,
         })
     }
 
-    /// Live paths and their blobs (items with a path and a sha256).
+    /// Live paths and their blobs: items with a path and a sha256, and the
+    /// shared files kept for products to come.
     pub fn live_blobs(&self) -> impl Iterator<Item = (&str, BlobRef)> {
-        self.products.items().filter_map(|i| {
-            Some((
-                i.path()?,
-                BlobRef {
-                    sha256: i.sha256()?.to_string(),
-                    size: i.size().unwrap_or(0),
-                },
-            ))
-        })
+        self.products
+            .items()
+            .filter_map(|i| {
+                Some((
+                    i.path()?,
+                    BlobRef {
+                        sha256: i.sha256()?.to_string(),
+                        size: i.size().unwrap_or(0),
+                    },
+                ))
+            })
+            .chain(self.shared.iter().map(|(p, b)| (p.as_str(), b.clone())))
     }
 }
