@@ -67,6 +67,13 @@ fn run(args: Args) -> Result<()> {
             .context("reading the store")?,
     );
     let mut cfg = Config::default();
+    if fs.read_only() {
+        warn!(
+            "store {} is on a read-only filesystem: mounted read-only (reads work; inserting, promoting and removing fail with EROFS)",
+            args.store.display()
+        );
+        cfg.mount_options.push(MountOption::RO);
+    }
     cfg.mount_options
         .push(MountOption::FSName("streamfs".into()));
     cfg.mount_options
