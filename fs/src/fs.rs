@@ -31,6 +31,7 @@ use streamfs_core::{Error, timefmt};
 use tracing::{info, warn};
 
 use crate::inode::{InodeTable, ROOT, ino_of};
+use crate::verify::BlobVerifier;
 
 /// Why an operation failed; `errno.rs` maps it.
 #[derive(Debug)]
@@ -363,6 +364,11 @@ pub struct StreamFs {
     work: Mutex<Work>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
+    /// Blobs are hashed before they are served (see `verify`).
+    blobs: BlobVerifier,
+    /// The store is on a read-only filesystem: every write fails with
+    /// `EROFS`.
+    read_only: bool,
 }
 
 /// A mount path split at its stream.
@@ -409,7 +415,10 @@ impl StreamFs {
     pub fn new(store: Store, mountpoint: Option<PathBuf>) -> FsResult<StreamFs> {
         let meta = std::fs::metadata(store.root())?;
         let view = View::build(&store)?;
+        let read_only = on_read_only_fs(store.root());
         Ok(StreamFs {
+            blobs: BlobVerifier::default(),
+            read_only,
             owner: (meta.uid(), meta.gid()),
             store,
             mountpoint,
@@ -426,6 +435,12 @@ impl StreamFs {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Whether the store is on a read-only filesystem (the mount is then
+    /// read-only too).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The generation shown.
@@ -640,6 +655,15 @@ impl StreamFs {
     }
 
     fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
+        if self.read_only {
+            return Err(refuse(
+                FsError::Core(Error::ReadOnly {
+                    path: self.store.root().to_path_buf(),
+                }),
+                op,
+                path,
+            ));
+        }
         if self.can_write(caller) {
             Ok(())
         } else {
@@ -912,7 +936,10 @@ impl StreamFs {
             return match node {
                 Node::Dir => Err(FsError::IsDir),
                 Node::Blob(f) => {
-                    let file = File::open(self.store.pool().path(&f.blob.sha256))?;
+                    let file = self
+                        .blobs
+                        .open(self.store.pool(), &f.blob.sha256)
+                        .map_err(|e| refuse(e, "open", &path))?;
                     let backing = file.try_clone().ok();
                     Ok(Opened {
                         fh: self.new_handle(Handle::Read(file)),
@@ -1230,9 +1257,16 @@ impl StreamFs {
             return Err(FsError::NotFound);
         };
         let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
+        let sha = staged.blob.sha256.clone();
         let mut txn = self.begin()?;
+        // Under the lock: when the pool lacks the blob, what enters it is
+        // the staged file, hashed as it was written.
+        let new_blob = !self.store.pool().contains(&sha);
         let outcome = put_blob(&mut txn, stream, &rel, staged)?;
         let report = txn.commit()?;
+        if new_blob {
+            self.blobs.trust(self.store.pool(), &sha);
+        }
         info!(
             "inserted {path}: {outcome:?} (generation {})",
             report.generation
@@ -1706,6 +1740,18 @@ impl StreamFs {
         let _ = ino_of(path);
         self.inodes.register(path)
     }
+}
+
+/// Whether `path` lies on a filesystem mounted read-only.
+fn on_read_only_fs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a valid out pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_flag & libc::ST_RDONLY != 0
 }
 
 fn escape_regex(s: &str) -> String {

@@ -2,7 +2,8 @@
 //! (`fs`) that tests can call without a kernel, over `streamfs-core`'s store
 //! and commits (DESIGN §3). Inode numbers come from `inode`, errno values
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
-//! `reaper` reaps orphans while mounted.
+//! `reaper` reaps orphans while mounted, `verify` checks blobs before they
+//! are served.
 
 pub mod daemon;
 pub mod errno;
@@ -11,3 +12,4 @@ pub mod fuse;
 pub mod inode;
 pub mod options;
 pub mod reaper;
+pub mod verify;

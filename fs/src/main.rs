@@ -134,6 +134,13 @@ fn run(
         );
     }
     let mut cfg = Config::default();
+    if fs.read_only() {
+        warn!(
+            "store {} is on a read-only filesystem: mounted read-only (reads work; inserting, promoting and removing fail with EROFS)",
+            fs.store().root().display()
+        );
+        cfg.mount_options.push(MountOption::RO);
+    }
     // The store as the mount's source, so `findmnt`, `mount -a` and
     // /proc/mounts name it (fuser 0.18 splits a name with commas: those
     // fall back to "streamfs").

@@ -192,6 +192,21 @@ impl Drop for Mount {
     }
 }
 
+/// Creates (or truncates) a file, writes `data` and closes it, returning
+/// the `close` result too: the mount inserts at `close`, and `std::fs::write`
+/// ignores what `close` says.
+pub fn write_closed(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::io::IntoRawFd;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    // SAFETY: a descriptor we own, closed once and not used afterwards.
+    if unsafe { libc::close(f.into_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Every file under `root` with its bytes (symlinks as their target):
 /// compares stores byte for byte.
 pub fn tree_bytes(root: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -24,8 +24,6 @@
 //! streamfs-tests --test reference_model -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::io::IntoRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +31,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sha2::{Digest, Sha256};
-use streamfs_tests::mount::{Mount, can_mount};
+use streamfs_tests::mount::{Mount, can_mount, write_closed};
 use streamfs_tests::store::flat_items;
 use streamfs_tests::{mountctl_bin, run_in};
 
@@ -523,12 +521,14 @@ impl Model {
     }
 
     /// Versions `(key, items)` that an insert adds to stream `s`: additive,
-    /// and refused when a path would get a second content.
+    /// and refused when a path would get a second content. `with_data`: the
+    /// insert brings the data of the versions it adds (`mountctl insert`).
     fn add_versions(
         &mut self,
         s: usize,
         new: Vec<((String, String), Items)>,
         label: &str,
+        with_data: bool,
     ) -> Outcome {
         let new: Vec<_> = new
             .into_iter()
@@ -542,6 +542,9 @@ impl Model {
             }
         }
         for (k, items) in new {
+            if with_data {
+                self.pool.extend(items.values().map(|(_, c)| *c));
+            }
             self.st[s].labels.insert(k.clone(), label.to_string());
             self.st[s].versions.insert(k, items);
         }
@@ -599,7 +602,7 @@ impl Model {
         if new.is_empty() {
             return Outcome::Err(Some(libc::EEXIST));
         }
-        self.add_versions(1, new, LABEL[1])
+        self.add_versions(1, new, LABEL[1], false)
     }
 
     fn remove(&mut self, s: usize, path: &str) -> Outcome {
@@ -693,6 +696,7 @@ impl Model {
                     s,
                     vec![(key, Self::build_items(arch, version, sub, c))],
                     LABEL[s],
+                    false,
                 );
                 if r != Outcome::Ok {
                     return r;
@@ -733,10 +737,7 @@ impl Model {
             } => {
                 let key = (product(s, arch, sub), VERSIONS[version].to_string());
                 let items = Self::build_items(arch, version, sub, c);
-                for (_, x) in items.values() {
-                    self.pool.insert(*x);
-                }
-                match self.add_versions(s, vec![(key, items)], LABEL[s]) {
+                match self.add_versions(s, vec![(key, items)], LABEL[s], true) {
                     Outcome::Ok => Outcome::Ok,
                     Outcome::Err(_) => Outcome::Err(None),
                 }
@@ -767,22 +768,12 @@ fn errno_of(e: &std::io::Error) -> Outcome {
     Outcome::Err(e.raw_os_error())
 }
 
-/// Writes a file and closes it, reporting `close`'s own result (where the
-/// mount inserts), which `std::fs::write` ignores.
+/// Writes a file and closes it: `close`'s own result included.
 fn write_file(path: &Path, data: &[u8]) -> Outcome {
-    let mut f = match std::fs::File::create(path) {
-        Ok(f) => f,
-        Err(e) => return errno_of(&e),
-    };
-    if let Err(e) = f.write_all(data) {
-        return errno_of(&e);
+    match write_closed(path, data) {
+        Ok(()) => Outcome::Ok,
+        Err(e) => errno_of(&e),
     }
-    let fd = f.into_raw_fd();
-    // SAFETY: fd is an open descriptor we own; nothing uses it afterwards.
-    if unsafe { libc::close(fd) } != 0 {
-        return errno_of(&std::io::Error::last_os_error());
-    }
-    Outcome::Ok
 }
 
 /// The real side: a store on tmpfs (this test checks semantics, not
@@ -1379,4 +1370,31 @@ fn a_shell_redirect_inserts_what_is_written_after_the_descriptor_is_duplicated()
     if let Err(e) = check(&model, &real) {
         panic!("{e}\n{}", real.log());
     }
+}
+
+#[test]
+fn a_shared_file_attached_to_a_product_with_declared_versions_keeps_their_attributes() {
+    regression(&[
+        Op::Rsync {
+            s: 0,
+            f: kernel(0, 0, 1, 0),
+            c: 0,
+        },
+        Op::Meta {
+            s: 0,
+            arch: 0,
+            version: 1,
+            sub: 1,
+            c: [0, 0, 0],
+            write: [false, false, false],
+        },
+        Op::Meta {
+            s: 0,
+            arch: 0,
+            version: 0,
+            sub: 1,
+            c: [0, 0, 0],
+            write: [false, false, true],
+        },
+    ]);
 }

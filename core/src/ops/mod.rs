@@ -216,8 +216,35 @@ pub fn put_version(target: &mut Products, product: &str, version: &str, data: Ma
             .cloned()
             .collect();
         if !conflicting.is_empty() {
-            crate::streams::condense::push_down(target);
+            product_attrs_to_versions(target, product);
         }
     }
     target.set_version(product, &Map::new(), version, data);
+}
+
+/// Moves a product's own attributes onto each of its versions (not further:
+/// an item added to a version later still inherits them from it).
+fn product_attrs_to_versions(target: &mut Products, product: &str) {
+    let Some(p) = target
+        .products_mut()
+        .get_mut(product)
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let attrs: Vec<(String, Value)> = p
+        .iter()
+        .filter(|(k, v)| k.as_str() != "versions" && v.is_string())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(Value::Object(versions)) = p.get_mut("versions") {
+        for v in versions.values_mut().filter_map(Value::as_object_mut) {
+            for (k, x) in &attrs {
+                if !v.contains_key(k) {
+                    v.insert(k.clone(), x.clone());
+                }
+            }
+        }
+    }
+    p.retain(|k, x| k == "versions" || !x.is_string());
 }

@@ -110,6 +110,7 @@ impl Pool {
             hashed: 0,
             len: 0,
             sequential: true,
+            failed: None,
         })
     }
 
@@ -232,6 +233,11 @@ impl Pool {
     }
 }
 
+/// EIO, for a failed write that carries no errno (core does not link libc).
+fn libc_eio() -> i32 {
+    5
+}
+
 pub fn valid_sha(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -344,6 +350,9 @@ pub struct BlobWriter {
     hashed: u64,
     len: u64,
     sequential: bool,
+    /// The errno of a write that failed (a full disk): the staged file may
+    /// hold part of that write, so it is never finished into a blob.
+    failed: Option<i32>,
 }
 
 impl BlobWriter {
@@ -415,7 +424,10 @@ impl BlobWriter {
         if offset != self.len || !self.sequential {
             self.file.seek(SeekFrom::Start(offset)).at(&path)?;
         }
-        self.file.write_all(data).at(&path)?;
+        if let Err(e) = self.file.write_all(data) {
+            self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
+            return Err(Error::io(&path, e));
+        }
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
     }
@@ -439,7 +451,10 @@ impl BlobWriter {
     /// Truncates or extends the staged data (`open(O_TRUNC)`, `ftruncate`).
     pub fn set_len(&mut self, len: u64) -> Result<()> {
         let path = self.path.clone().expect("present until finished");
-        self.file.set_len(len).at(&path)?;
+        if let Err(e) = self.file.set_len(len) {
+            self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
+            return Err(Error::io(&path, e));
+        }
         if len < self.hashed || len > self.len {
             self.sequential = len == 0;
             if len == 0 {
@@ -453,7 +468,12 @@ impl BlobWriter {
     }
 
     /// Completes the blob: fsynced, hashed, ready to verify and publish.
+    /// Fails, and the staged data is deleted, when an earlier write failed.
     pub fn finish(mut self) -> Result<Staged> {
+        if let Some(code) = self.failed {
+            let path = self.path.clone().expect("present until finished");
+            return Err(Error::io(path, std::io::Error::from_raw_os_error(code)));
+        }
         let path = self.path.take().expect("present until finished");
         let hasher = std::mem::replace(&mut self.hasher, Hasher::Inline(Sha256::new()));
         // The last chunks hash while the file is synced.
