@@ -38,6 +38,12 @@ pub fn missing<T>(what: &str) -> Option<T> {
     None
 }
 
+/// Prints a test's figures (cases run, kill points, faults injected) where
+/// CI shows them: straight to stderr, past the harness' output capture.
+pub fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// The reference data (`/work/shared/fixtures` on the development machines):
 /// `$STREAMFS_FIXTURES`, else `../shared/fixtures` next to the workspace.
 pub fn fixtures_dir() -> Option<PathBuf> {

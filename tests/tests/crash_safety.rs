@@ -135,9 +135,9 @@ fn sigkill_during_insert_promote_and_clean_md_never_corrupts_the_store() {
             "{version} not promoted"
         );
     }
-    println!(
+    streamfs_tests::report(&format!(
         "crash safety: {points} kill points, {kills} killed mid-operation, fsck clean after each"
-    );
+    ));
     assert!(
         kills >= rounds,
         "too few operations were interrupted ({kills}): the test lost its point"
@@ -394,7 +394,9 @@ fn sigkill_of_the_daemon_at_random_points_loses_nothing_acknowledged() {
                 .as_nanos() as u64
                 | 1
         });
-    println!("daemon crash safety: seed {seed} (STREAMFS_CRASH_SEED to replay)");
+    streamfs_tests::report(&format!(
+        "daemon crash safety: seed {seed} (STREAMFS_CRASH_SEED to replay)"
+    ));
     let s = TestStore::init(None);
     s.ok(&["keygen"]);
     let keyring = s.root.join("keys/keyring.gpg");
@@ -532,10 +534,10 @@ fn sigkill_of_the_daemon_at_random_points_loses_nothing_acknowledged() {
         m.unmount();
         s.ok(&["reap-orphans", "--now"]);
     }
-    println!(
+    streamfs_tests::report(&format!(
         "daemon crash safety: {points} kill points survived ({mid_step} with a step under way, {steps} workload steps, {} acknowledged)",
         journal.lock().unwrap().acked.len()
-    );
+    ));
     assert!(
         mid_step >= points / 4,
         "too few kills interrupted a step ({mid_step})"

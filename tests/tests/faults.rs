@@ -152,9 +152,9 @@ fn a_full_disk_gives_the_writer_enospc_publishes_nothing_partial_and_passes() {
     );
     let (clean, report) = fsck(&store);
     assert!(clean, "{report}");
-    println!(
+    streamfs_tests::report(&format!(
         "full disk: {faults} inserts refused with ENOSPC, {fitted} fitted, fsck clean after each"
-    );
+    ));
     m.unmount();
 }
 
@@ -299,6 +299,8 @@ fn a_corrupted_blob_is_reported_by_fsck_and_reads_fail_with_eio() {
     let k3 = kernel("20250103");
     insert(m.path(), &k3, b"fine").unwrap();
     assert_eq!(fs::read(m.path().join("daily").join(&k3)).unwrap(), b"fine");
-    println!("corrupt blobs: 2 bit flips injected, both reported by fsck and refused with EIO");
+    streamfs_tests::report(
+        "corrupt blobs: 2 bit flips injected, both reported by fsck and refused with EIO",
+    );
     m.unmount();
 }

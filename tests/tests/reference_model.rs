@@ -1180,10 +1180,10 @@ fn random_operation_sequences_agree_with_the_model() {
     let result = runner.run(&proptest::collection::vec(op(), 1..=steps), |ops| {
         run_case(&ops)
     });
-    println!(
+    streamfs_tests::report(&format!(
         "reference model: {cases} cases, {} steps, each compared with the mount",
         STEPS.load(Ordering::Relaxed)
-    );
+    ));
     if let Err(e) = result {
         panic!("{e}");
     }
