@@ -1182,6 +1182,13 @@ impl StreamFs {
     /// writes anything: a FLUSH of a handle that holds no data yet leaves it
     /// open, and the RELEASE after the last close inserts what it holds
     /// (an empty file included).
+    ///
+    /// Known limit: a FLUSH comes from every process that closes a copy of
+    /// the descriptor, including a child forked while the file was open
+    /// (its exec closes the inherited copy). Such a FLUSH with data commits
+    /// what was written so far, and the writer's later writes get EBADF.
+    /// Telling the opener's FLUSH from others' (by the request's pid) is
+    /// the planned fix.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         self.finish(fh, false)
     }
