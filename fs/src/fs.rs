@@ -28,7 +28,7 @@ use streamfs_core::store::{BlobRef, Snapshot, Store};
 use streamfs_core::streams::Products;
 use streamfs_core::streams::filter::ItemFilter;
 use streamfs_core::{Error, timefmt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::inode::{InodeTable, ROOT, ino_of};
 use crate::verify::BlobVerifier;
@@ -141,6 +141,10 @@ pub type PlusEntry = (u64, Kind, String, Option<Attr>);
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
     pub uid: u32,
+    /// The asking process (thread group id), when known: a file is
+    /// inserted at its opener's `close`, not at the close of a copy of the
+    /// descriptor that a forked child inherited (see [`StreamFs::flush`]).
+    pub process: Option<u32>,
 }
 
 /// How a file is opened.
@@ -304,9 +308,14 @@ enum Handle {
     Write {
         path: String,
         writer: Option<BlobWriter>,
+        opener: Option<u32>,
     },
     /// A document being written into `streams/v1/`.
-    Meta { path: String, buf: Vec<u8> },
+    Meta {
+        path: String,
+        buf: Vec<u8>,
+        opener: Option<u32>,
+    },
     /// A closed document read back before its rename.
     Bytes(Vec<u8>),
     /// Already finalized (flushed): later flushes and the release do nothing.
@@ -963,11 +972,11 @@ impl StreamFs {
         self.may_write(caller, "open for writing", &path)?;
         match node {
             Node::Dir => Err(FsError::IsDir),
-            Node::Generated(..) => Ok(self.open_meta(&path)),
+            Node::Generated(..) => Ok(self.open_meta(&path, caller)),
             Node::Pending(_) if split(&path).is_some_and(|p| is_v1(p.rel)) => {
-                Ok(self.open_meta(&path))
+                Ok(self.open_meta(&path, caller))
             }
-            Node::Blob(_) if mode.truncate => self.open_writer(&path),
+            Node::Blob(_) if mode.truncate => self.open_writer(&path, caller),
             Node::Blob(_) => Err(refuse(
                 FsError::NotPermitted(
                     "published items are immutable (only a rewrite from the start, O_TRUNC, with identical content is accepted)".into(),
@@ -983,7 +992,7 @@ impl StreamFs {
         }
     }
 
-    fn open_writer(&self, path: &str) -> FsResult<Opened> {
+    fn open_writer(&self, path: &str, caller: Caller) -> FsResult<Opened> {
         let writer = self.store.pool().writer()?;
         self.work
             .lock()
@@ -994,6 +1003,7 @@ impl StreamFs {
             fh: self.new_handle(Handle::Write {
                 path: path.to_string(),
                 writer: Some(writer),
+                opener: caller.process,
             }),
             backing: None,
             direct_io: false,
@@ -1055,7 +1065,7 @@ impl StreamFs {
 
     /// A handle writing a document into `streams/v1/` (see
     /// `Work::meta_writers`).
-    fn open_meta(&self, path: &str) -> Opened {
+    fn open_meta(&self, path: &str, caller: Caller) -> Opened {
         {
             let mut w = self.work.lock().expect("work lock");
             *w.meta_writers.entry(path.to_string()).or_default() += 1;
@@ -1065,6 +1075,7 @@ impl StreamFs {
             fh: self.new_handle(Handle::Meta {
                 path: path.to_string(),
                 buf: Vec::new(),
+                opener: caller.process,
             }),
             backing: None,
             direct_io: true,
@@ -1085,7 +1096,7 @@ impl StreamFs {
             // Another build's document of the same name is being written.
             self.may_write(caller, "create", &path)?;
             let view = self.current();
-            let opened = self.open_meta(&path);
+            let opened = self.open_meta(&path, caller);
             return Ok((self.attr_of(&view, &path, &Node::Pending(0)), opened));
         }
         let (path, view) = self.new_entry(caller, parent, name, "create")?;
@@ -1097,11 +1108,11 @@ impl StreamFs {
             ));
         };
         let opened = if is_v1(rel) {
-            self.open_meta(&path)
+            self.open_meta(&path, caller)
         } else {
             self.check_insertable(&path)
                 .map_err(|e| refuse(e, "create", &path))?;
-            self.open_writer(&path)?
+            self.open_writer(&path, caller)?
         };
         let attr = self.attr_of(&view, &path, &Node::Pending(0));
         Ok((attr, opened))
@@ -1149,6 +1160,7 @@ impl StreamFs {
             Handle::Write {
                 path,
                 writer: Some(w),
+                ..
             } => {
                 w.write_at(offset, data)?;
                 self.work
@@ -1157,7 +1169,7 @@ impl StreamFs {
                     .writing
                     .insert(path.clone(), w.len());
             }
-            Handle::Meta { path, buf } => {
+            Handle::Meta { path, buf, .. } => {
                 let end = offset as usize + data.len();
                 if buf.len() < end {
                     buf.resize(end, 0);
@@ -1183,35 +1195,48 @@ impl StreamFs {
     /// open, and the RELEASE after the last close inserts what it holds
     /// (an empty file included).
     ///
-    /// Known limit: a FLUSH comes from every process that closes a copy of
-    /// the descriptor, including a child forked while the file was open
-    /// (its exec closes the inherited copy). Such a FLUSH with data commits
-    /// what was written so far, and the writer's later writes get EBADF.
-    /// Telling the opener's FLUSH from others' (by the request's pid) is
-    /// the planned fix.
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
-        self.finish(fh, false)
+    /// A FLUSH also comes from every other process that closes a copy of
+    /// the descriptor: a child forked while the file was open (its `exec`
+    /// closes the inherited copy), or each command of `{ a; b; } > file`.
+    /// Only the opener's close inserts; the others' leave the file open,
+    /// and when the opener is gone first, the RELEASE after the last close
+    /// inserts. A caller of unknown process (one in another pid namespace)
+    /// is taken for the opener.
+    pub fn flush(&self, fh: u64, caller: Caller) -> FsResult<()> {
+        self.finish(fh, Some(caller))
     }
 
-    fn finish(&self, fh: u64, last: bool) -> FsResult<()> {
+    /// Inserts what handle `fh` holds: at a FLUSH from `closer`, or at the
+    /// RELEASE (`closer` None).
+    fn finish(&self, fh: u64, closer: Option<Caller>) -> FsResult<()> {
         let Some(h) = self.handle(fh) else {
             return Ok(());
         };
         let mut h = h.lock().expect("handle lock");
-        let empty = match &*h {
-            Handle::Write { writer, .. } => writer.as_ref().is_none_or(|w| w.is_empty()),
-            Handle::Meta { buf, .. } => buf.is_empty(),
+        let (empty, opener) = match &*h {
+            Handle::Write { writer, opener, .. } => {
+                (writer.as_ref().is_none_or(|w| w.is_empty()), *opener)
+            }
+            Handle::Meta { buf, opener, .. } => (buf.is_empty(), *opener),
             _ => return Ok(()),
         };
-        if empty && !last {
-            return Ok(());
+        if let Some(closer) = closer {
+            if empty {
+                return Ok(());
+            }
+            if let (Some(o), Some(c)) = (opener, closer.process)
+                && o != c
+            {
+                debug!("close of handle {fh} by process {c}, not its opener {o}: insert deferred");
+                return Ok(());
+            }
         }
         let taken = std::mem::replace(&mut *h, Handle::Done);
         // The path stays "being written" until its commit is shown: a
         // second writer racing for it gets EBUSY, never a moment where the
         // path is missing.
         let (path, r) = match taken {
-            Handle::Write { path, writer } => {
+            Handle::Write { path, writer, .. } => {
                 let r = writer
                     .expect("writer until flushed")
                     .finish()
@@ -1219,7 +1244,7 @@ impl StreamFs {
                     .and_then(|staged| self.finish_blob(&path, staged));
                 (path, r)
             }
-            Handle::Meta { path, buf } => {
+            Handle::Meta { path, buf, .. } => {
                 let r = self.finish_meta(&path, buf);
                 // Copies of the same products file may be written at once
                 // (`Work::meta_writers`): the path is free when the last ends.
@@ -1240,7 +1265,7 @@ impl StreamFs {
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.finish(fh, true);
+        let r = self.finish(fh, None);
         self.handles.lock().expect("handles lock").remove(&fh);
         r
     }
@@ -1776,7 +1801,10 @@ fn escape_regex(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ROOT_CALLER: Caller = Caller { uid: 0 };
+    const ROOT_CALLER: Caller = Caller {
+        uid: 0,
+        process: None,
+    };
 
     fn fs() -> (tempfile::TempDir, StreamFs) {
         let d = tempfile::tempdir().unwrap();
@@ -1837,7 +1865,14 @@ mod tests {
         ));
         // Nobody but root and the owner writes.
         assert!(matches!(
-            fs.create(Caller { uid: 4242 }, dir, "boot-initrd"),
+            fs.create(
+                Caller {
+                    uid: 4242,
+                    process: None,
+                },
+                dir,
+                "boot-initrd"
+            ),
             Err(FsError::Denied(_))
         ));
         fs.unlink(ROOT_CALLER, dir, "boot-kernel").unwrap();
@@ -1991,7 +2026,10 @@ mod tests {
         let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
         let (a, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
         fs.write(o.fh, 0, b"kernel").unwrap();
-        let other = Caller { uid: 4242 };
+        let other = Caller {
+            uid: 4242,
+            process: None,
+        };
         assert!(!fs.can_write(other));
         // Nobody else shortens an insert in progress, by path or otherwise.
         assert!(matches!(
@@ -2023,17 +2061,55 @@ mod tests {
         let (_d, fs) = fs();
         let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
         let (_, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
-        fs.flush(o.fh).unwrap();
+        fs.flush(o.fh, ROOT_CALLER).unwrap();
         assert_eq!(fs.write(o.fh, 0, b"kernel").unwrap(), 6);
-        fs.flush(o.fh).unwrap();
+        fs.flush(o.fh, ROOT_CALLER).unwrap();
         fs.release(o.fh).unwrap();
         assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
         // An empty file is inserted at the last close.
         let (_, o) = fs.create(ROOT_CALLER, dir, "boot-initrd").unwrap();
-        fs.flush(o.fh).unwrap();
+        fs.flush(o.fh, ROOT_CALLER).unwrap();
         fs.release(o.fh).unwrap();
         let a = fs.lookup(dir, "boot-initrd").unwrap();
         assert_eq!((a.size, a.perm), (0, 0o444));
+    }
+
+    /// A forked child's close of its inherited copy of the descriptor is
+    /// not the opener's: the insert waits for the opener's close.
+    #[test]
+    fn a_close_by_another_process_than_the_opener_does_not_insert() {
+        let (_d, fs) = fs();
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let opener = Caller {
+            uid: 0,
+            process: Some(100),
+        };
+        let child = Caller {
+            process: Some(101),
+            ..opener
+        };
+        let (_, o) = fs.create(opener, dir, "boot-kernel").unwrap();
+        assert_eq!(fs.write(o.fh, 0, b"first").unwrap(), 5);
+        fs.flush(o.fh, child).unwrap();
+        assert_eq!(fs.write(o.fh, 5, b"second").unwrap(), 6);
+        fs.flush(o.fh, opener).unwrap();
+        assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 11);
+        fs.release(o.fh).unwrap();
+        // An opener gone before its child: the last close inserts.
+        let (_, o) = fs.create(opener, dir, "boot-initrd").unwrap();
+        assert_eq!(fs.write(o.fh, 0, b"initrd").unwrap(), 6);
+        fs.flush(o.fh, child).unwrap();
+        assert_eq!(fs.write(o.fh, 6, b"!").unwrap(), 1);
+        fs.release(o.fh).unwrap();
+        let opened = fs
+            .open(
+                opener,
+                fs.lookup(dir, "boot-initrd").unwrap().ino,
+                OpenMode::default(),
+            )
+            .unwrap();
+        assert_eq!(fs.read(opened.fh, 0, 64).unwrap(), b"initrd!");
+        fs.release(opened.fh).unwrap();
     }
 
     #[test]

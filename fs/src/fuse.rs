@@ -47,7 +47,34 @@ impl FuseFs {
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid() }
+    Caller {
+        uid: req.uid(),
+        process: None,
+    }
+}
+
+/// The caller with its process, for the requests that open a file for
+/// writing or close one. The request carries the calling thread's id; the
+/// opener is the thread group, so that a file opened by one thread and
+/// closed by another is still closed by its opener.
+fn writing_caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        process: thread_group(req.pid()),
+    }
+}
+
+/// The thread group id of thread `tid`, from `/proc` (None when the
+/// caller's pid is not visible here, e.g. from another pid namespace).
+fn thread_group(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn err(e: &FsError) -> Errno {
@@ -307,7 +334,12 @@ impl Filesystem for FuseFs {
             write: flags.acc_mode() != OpenAccMode::O_RDONLY,
             truncate: flags.0 & libc::O_TRUNC != 0,
         };
-        let opened = match self.fs.open(caller(req), ino.0, mode) {
+        let who = if mode.write {
+            writing_caller(req)
+        } else {
+            caller(req)
+        };
+        let opened = match self.fs.open(who, ino.0, mode) {
             Ok(o) => o,
             Err(e) => return reply.error(err(&e)),
         };
@@ -388,13 +420,13 @@ impl Filesystem for FuseFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0) {
+        match self.fs.flush(fh.0, writing_caller(req)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
         }
@@ -591,7 +623,7 @@ impl Filesystem for FuseFs {
     ) {
         let r = name_str(name).and_then(|n| {
             self.fs
-                .create(caller(req), parent.0, n)
+                .create(writing_caller(req), parent.0, n)
                 .map_err(|e| err(&e))
         });
         match r {

@@ -81,17 +81,8 @@ fn assert_clean(s: &TestStore, after: &str) {
     );
 }
 
-/// The two tests run one at a time: the first spawns `mountctl` processes,
-/// and a process forked while the second's writer holds a file open on the
-/// mount inherits that descriptor; its exec closes it, and that close
-/// reaches the mount as a FLUSH of the writer's file, which commits it
-/// early (the writer's next write then fails with EBADF). See the note on
-/// `StreamFs::flush`.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn sigkill_during_insert_promote_and_clean_md_never_corrupts_the_store() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let s = TestStore::init(None);
     let rounds: u32 = std::env::var("STREAMFS_CRASH_ROUNDS")
         .ok()
@@ -413,7 +404,6 @@ fn published(mnt: &Path) -> [BTreeMap<String, String>; 2] {
 
 #[test]
 fn sigkill_of_the_daemon_at_random_points_loses_nothing_acknowledged() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !can_mount() {
         return;
     }

@@ -303,3 +303,32 @@ fn rsync_a_of_a_build_inserts_at_the_renames() {
     );
     m.unmount();
 }
+
+/// `{ a; child; b; } > file`: a forked child exits (closing its inherited
+/// copy of the descriptor) between two writes of the shell that opened the
+/// file. The file is inserted whole at the opener's close, not cut short at
+/// the child's.
+#[test]
+fn a_child_closing_an_inherited_descriptor_does_not_insert_the_file_early() {
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let dir = m.path().join("daily/noble/amd64/20250101/ga-24.04/generic");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = dir.join("boot-kernel");
+    ok(&format!(
+        "{{ printf first; /bin/true; printf second; }} > {}",
+        q(&kernel)
+    ));
+    assert_eq!(
+        std::fs::read(&kernel).unwrap(),
+        b"firstsecond",
+        "{}",
+        m.log_text()
+    );
+    let products =
+        std::fs::read_to_string(m.path().join("daily/streams/v1").join(DAILY_PRODUCTS)).unwrap();
+    let items: Vec<_> = flat_items(&m.path().join("daily/streams/v1").join(DAILY_PRODUCTS));
+    assert_eq!(items.len(), 1, "{products}");
+    assert_eq!(items[0]["size"], "11", "{products}");
+    m.unmount();
+}

@@ -115,14 +115,23 @@ fn nginx_and_rsyncd_serve_the_mount_to_simplestreams_clients() {
     };
     let tmp = tempfile::tempdir().unwrap();
 
-    // The workers are not root: the mount is read as www-data.
-    let uids = nginx.worker_uids();
+    // The workers are not root: the mount is read as www-data. A worker
+    // just forked is still root until it drops privileges, so the check
+    // waits (up to 10 s) for every worker to have done so.
     // SAFETY: getpwnam with a valid C string; the record is read at once.
     let www_data = unsafe { libc::getpwnam(c"www-data".as_ptr()).as_ref() }
         .map(|pw| pw.pw_uid)
         .expect("the www-data user (made by the nginx package)");
+    let workers_dropped_root =
+        |uids: &[u32]| !uids.is_empty() && uids.iter().all(|u| *u == www_data);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut uids = nginx.worker_uids();
+    while !workers_dropped_root(&uids) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        uids = nginx.worker_uids();
+    }
     assert!(
-        !uids.is_empty() && uids.iter().all(|u| *u == www_data),
+        workers_dropped_root(&uids),
         "nginx workers run as uids {uids:?}"
     );
 
