@@ -473,6 +473,17 @@ impl StreamFs {
         self.inodes.all()
     }
 
+    /// Every inode handed to the kernel, and whether it is a directory now
+    /// (a path that resolves to nothing counts as a file).
+    pub fn known_inode_kinds(&self) -> Vec<(u64, bool)> {
+        let view = self.current();
+        self.inodes
+            .all()
+            .into_iter()
+            .map(|(ino, path)| (ino, matches!(self.resolve(&view, &path), Some(Node::Dir))))
+            .collect()
+    }
+
     /// The view requests are answered from: the mount's own commits reload
     /// it at once, [`StreamFs::refresh`] picks up the others.
     fn current(&self) -> Arc<View> {
@@ -586,6 +597,22 @@ impl StreamFs {
             .filter(|(_, is_dir)| !is_dir)
             .map(|(p, _)| p.as_str())
             .collect();
+        // Only listed paths leave their directories listed: removing a kept
+        // shared file (never published, not listed) changes no listing.
+        let listed: Vec<&str> = {
+            let view = self.current();
+            files
+                .iter()
+                .copied()
+                .filter(|f| {
+                    split(f).is_some_and(|Place { stream, rel }| {
+                        view.streams
+                            .get(stream)
+                            .is_some_and(|sv| sv.files.contains_key(rel))
+                    })
+                })
+                .collect()
+        };
         let result = if files.is_empty() {
             Ok(())
         } else {
@@ -601,7 +628,7 @@ impl StreamFs {
         if result.is_ok() {
             // Keep the emptied directories until `rm -r` removes them
             // (those it removed already stay gone).
-            for f in &files {
+            for f in &listed {
                 let mut d = parent_of(f);
                 while d.contains('/') {
                     if !batch.iter().any(|(p, is_dir)| *is_dir && p == d) {

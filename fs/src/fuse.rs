@@ -17,6 +17,7 @@ use fuser::{
 };
 use tracing::{info, warn};
 
+use crate::caches::KernelCaches;
 use crate::errno::errno;
 use crate::fs::{Attr, Caller, FsError, Kind, OpenMode, StreamFs};
 
@@ -27,6 +28,7 @@ pub struct FuseFs {
     /// Passthrough needs one backing id per inode while any handle is open.
     backing: Mutex<Backing>,
     warned_daemon_reads: AtomicBool,
+    caches: Arc<KernelCaches>,
 }
 
 #[derive(Default)]
@@ -36,13 +38,21 @@ struct Backing {
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<StreamFs>, passthrough: bool) -> FuseFs {
+    pub fn new(fs: Arc<StreamFs>, passthrough: bool, caches: Arc<KernelCaches>) -> FuseFs {
         FuseFs {
             fs,
             passthrough,
             backing: Mutex::new(Backing::default()),
             warned_daemon_reads: AtomicBool::new(false),
+            caches,
         }
+    }
+
+    /// Replies to a request that may have committed: the kernel's caches
+    /// are dropped first when it did (see [`crate::caches`]).
+    fn committed<T, E>(&self, r: Result<T, E>) -> Result<T, E> {
+        self.caches.sync(&self.fs);
+        r
     }
 }
 
@@ -216,10 +226,10 @@ impl Filesystem for FuseFs {
         // The kernel sends ctime alone with other changes; it is not one.
         let attrs =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        match self
-            .fs
-            .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs)
-        {
+        match self.committed(
+            self.fs
+                .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs),
+        ) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
@@ -262,8 +272,10 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name)
-            .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)));
+        let r = self.committed(
+            name_str(name)
+                .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e))),
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -278,11 +290,11 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = name_str(link_name).and_then(|n| {
+        let r = self.committed(name_str(link_name).and_then(|n| {
             self.fs
                 .symlink(caller(req), parent.0, n, target)
                 .map_err(|e| err(&e))
-        });
+        }));
         match r {
             // A zero lifetime: the next lookup shows the promoted directory.
             Ok(a) => reply.entry(&Duration::ZERO, &file_attr(&a), Generation(0)),
@@ -305,12 +317,12 @@ impl Filesystem for FuseFs {
             reply.error(Errno::EINVAL);
             return;
         }
-        let r = name_str(name).and_then(|n| {
+        let r = self.committed(name_str(name).and_then(|n| {
             let nn = name_str(newname)?;
             self.fs
                 .rename(caller(req), parent.0, n, newparent.0, nn)
                 .map_err(|e| err(&e))
-        });
+        }));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -426,7 +438,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(fh.0, writing_caller(req)) {
+        match self.committed(self.fs.flush(fh.0, writing_caller(req))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
         }
@@ -447,7 +459,7 @@ impl Filesystem for FuseFs {
             .expect("backing lock")
             .by_handle
             .remove(&fh.0);
-        match self.fs.release(fh.0) {
+        match self.committed(self.fs.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
         }

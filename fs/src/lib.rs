@@ -3,8 +3,10 @@
 //! and commits (DESIGN §3). Inode numbers come from `inode`, errno values
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
 //! `reaper` reaps orphans while mounted, `verify` checks blobs before they
-//! are served.
+//! are served, `caches` drops what the kernel caches at each new
+//! generation.
 
+pub mod caches;
 pub mod daemon;
 pub mod errno;
 pub mod fs;

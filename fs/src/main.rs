@@ -18,6 +18,7 @@ use clap::Parser;
 use fuser::{Config, MountOption};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use streamfs::caches::KernelCaches;
 use streamfs::daemon::{self, LogTo, Readiness};
 use streamfs::fs::StreamFs;
 use streamfs::fuse::FuseFs;
@@ -163,8 +164,13 @@ fn run(
     // Two workers: a slow commit (fsync) does not stall every read.
     cfg.n_threads = Some(2);
     let before = daemon::device_of(&mountpoint)?;
-    let session = fuser::Session::new(FuseFs::new(fs.clone(), passthrough), &mountpoint, &cfg)
-        .with_context(|| format!("mounting on {}", mountpoint.display()))?;
+    let caches = Arc::new(KernelCaches::default());
+    let session = fuser::Session::new(
+        FuseFs::new(fs.clone(), passthrough, caches.clone()),
+        &mountpoint,
+        &cfg,
+    )
+    .with_context(|| format!("mounting on {}", mountpoint.display()))?;
     info!(
         "mounted {} on {} (generation {})",
         fs.store().root().display(),
@@ -172,7 +178,8 @@ fn run(
         fs.generation()
     );
 
-    spawn_generation_watch(&session, fs.clone())?;
+    caches.attach(session.notifier());
+    spawn_generation_watch(fs.clone(), caches)?;
     spawn_reaper(fs.clone())?;
 
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -226,8 +233,7 @@ fn run(
 /// (mountctl, the reaper) moves the generation. Done from its own thread,
 /// never from a request handler, where the kernel may hold the locks it
 /// needs.
-fn spawn_generation_watch(session: &fuser::Session<FuseFs>, fs: Arc<StreamFs>) -> Result<()> {
-    let notifier = session.notifier();
+fn spawn_generation_watch(fs: Arc<StreamFs>, caches: Arc<KernelCaches>) -> Result<()> {
     std::thread::Builder::new()
         .name("generation-watch".into())
         .spawn(move || {
@@ -241,9 +247,7 @@ fn spawn_generation_watch(session: &fuser::Session<FuseFs>, fs: Arc<StreamFs>) -
                     continue;
                 }
                 last = g;
-                for (ino, _) in fs.known_inodes() {
-                    let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
-                }
+                caches.drop_all(&fs);
             }
         })?;
     Ok(())

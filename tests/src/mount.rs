@@ -79,7 +79,11 @@ impl Mount {
             .arg(&mnt)
             .args(args)
             .arg("--foreground")
-            .env("RUST_LOG", "info")
+            // STREAMFS_TEST_LOG sets the daemons' log filter (e.g. debug).
+            .env(
+                "RUST_LOG",
+                std::env::var("STREAMFS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

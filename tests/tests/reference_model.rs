@@ -444,6 +444,21 @@ impl Model {
             st.removed
                 .retain(|p, c| !live.contains(p) && self.pool.contains(c));
         }
+        // A kept directory that comes to hold listed files exists through
+        // them from then on: it goes when they go (keep retention,
+        // clean-md), as the mount forgets it at every reload.
+        for (s, stream) in STREAMS.iter().enumerate() {
+            let holding: BTreeSet<String> = self
+                .files(s)
+                .keys()
+                .flat_map(|p| {
+                    ancestors(p)
+                        .map(|a| format!("{stream}/{a}"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            self.dirs.retain(|d| !holding.contains(d));
+        }
         let orphans = std::mem::take(&mut self.orphans);
         self.orphans = orphans
             .into_iter()
@@ -607,18 +622,19 @@ impl Model {
 
     fn remove(&mut self, s: usize, path: &str) -> Outcome {
         if let Some(c) = self.st[s].shared.remove(path) {
-            // Never published: it goes without staying readable.
+            // Never published: it goes without staying readable, and
+            // without changing any listing.
             self.note_removed(vec![c]);
         } else if self.files(s).contains_key(path) {
             let gone = self.st[s].remove_path(path);
             self.note_removed(gone);
+            for a in ancestors(&format!("{}/{path}", STREAMS[s])) {
+                if a.contains('/') {
+                    self.dirs.insert(a.to_string());
+                }
+            }
         } else {
             return Outcome::Err(Some(libc::ENOENT));
-        }
-        for a in ancestors(&format!("{}/{path}", STREAMS[s])) {
-            if a.contains('/') {
-                self.dirs.insert(a.to_string());
-            }
         }
         self.after_commit();
         Outcome::Ok
@@ -1397,4 +1413,141 @@ fn a_shared_file_attached_to_a_product_with_declared_versions_keeps_their_attrib
             write: [false, false, true],
         },
     ]);
+}
+
+/// A products file declaring a version the stream has (nothing added) does
+/// not attach a kept shared squashfs to it.
+#[test]
+fn a_products_file_that_adds_nothing_attaches_no_kept_shared_file() {
+    regression(&[
+        Op::Copy {
+            s: 0,
+            f: FileRef {
+                arch: 0,
+                version: 0,
+                slot: Slot::Kernel { sub: 0, file: 1 },
+            },
+            c: 0,
+        },
+        Op::Copy {
+            s: 1,
+            f: FileRef {
+                arch: 0,
+                version: 0,
+                slot: Slot::Squashfs,
+            },
+            c: 0,
+        },
+        Op::CtlPromote { version: 0 },
+        Op::Meta {
+            s: 1,
+            arch: 0,
+            version: 0,
+            sub: 0,
+            c: [0, 0, 1],
+            write: [false, false, false],
+        },
+    ]);
+}
+
+/// A directory made by `mkdir -p` for a copy goes with its items when
+/// `clean-md` retires them beside the mount.
+#[test]
+fn directories_made_for_a_copy_go_with_their_items_at_clean_md() {
+    regression(&[
+        Op::Copy {
+            s: 0,
+            f: FileRef {
+                arch: 0,
+                version: 1,
+                slot: Slot::Kernel { sub: 1, file: 0 },
+            },
+            c: 0,
+        },
+        Op::Copy {
+            s: 0,
+            f: FileRef {
+                arch: 0,
+                version: 0,
+                slot: Slot::Kernel { sub: 1, file: 0 },
+            },
+            c: 0,
+        },
+        Op::CleanMd { s: 0, keep: 1 },
+    ]);
+}
+
+/// Removing a kept shared file (never listed) leaves the listings as they
+/// were: its directories do not appear.
+#[test]
+fn removing_an_unlisted_shared_file_changes_no_listing() {
+    regression(&[
+        Op::Copy {
+            s: 0,
+            f: FileRef {
+                arch: 1,
+                version: 2,
+                slot: Slot::Squashfs,
+            },
+            c: 0,
+        },
+        Op::Remount,
+        Op::Remove {
+            s: 0,
+            f: FileRef {
+                arch: 1,
+                version: 2,
+                slot: Slot::Squashfs,
+            },
+        },
+    ]);
+}
+
+/// A products file whose data are all in the pool publishes its version at
+/// `close`, in directories the kernel listed (and cached) just before: a
+/// listing right after `close` shows the version, because the mount drops
+/// the kernel's caches before it answers.
+#[test]
+fn a_listing_right_after_a_products_file_shows_the_version_it_published() {
+    let squashfs = FileRef {
+        arch: 0,
+        version: 0,
+        slot: Slot::Squashfs,
+    };
+    let mut ops = vec![
+        Op::Copy {
+            s: 1,
+            f: kernel(0, 0, 0, 0),
+            c: 3,
+        },
+        Op::Copy {
+            s: 1,
+            f: kernel(0, 0, 0, 1),
+            c: 3,
+        },
+        Op::Copy {
+            s: 1,
+            f: squashfs,
+            c: 3,
+        },
+    ];
+    for arch in 0..2 {
+        for version in 0..3 {
+            ops.push(Op::Meta {
+                s: 0,
+                arch,
+                version,
+                sub: 0,
+                c: [3, 3, 3],
+                write: [false, false, false],
+            });
+        }
+    }
+    // Four mounts at once: the CPUs are busy, as in a full run, where the
+    // generation watcher (which drops the caches too, a moment later) lags.
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            sc.spawn(|| regression(&ops));
+        }
+    });
 }

@@ -144,7 +144,7 @@ pub fn put_blob(
                 version: placement.version.clone(),
             }]
         }
-        None => attach(txn, stream, path, &blob)?,
+        None => attach(txn, stream, path, &blob, None)?,
     };
     let now = timefmt::now().timestamp();
     if added.is_empty() {
@@ -196,9 +196,14 @@ fn attach_known_shared(txn: &mut Txn<'_>, stream: &str, near: &RelPath) -> Resul
     Ok(())
 }
 
-/// Attaches every shared file the stream keeps to the product versions
-/// that now exist for it.
-pub fn attach_kept_shared(txn: &mut Txn<'_>, stream: &str) -> Result<()> {
+/// Attaches every shared file the stream keeps to `versions` (those an
+/// insert just added) where its path binds them. Versions that were there
+/// before are left as they are: an insert that adds nothing changes
+/// nothing, and a promoted version keeps exactly its source's items.
+pub fn attach_kept_shared(txn: &mut Txn<'_>, stream: &str, versions: &[VersionRef]) -> Result<()> {
+    if versions.is_empty() {
+        return Ok(());
+    }
     let kept: Vec<(String, BlobRef)> = txn
         .stream(stream)?
         .shared
@@ -207,7 +212,9 @@ pub fn attach_kept_shared(txn: &mut Txn<'_>, stream: &str) -> Result<()> {
         .collect();
     for (p, b) in kept {
         let rp = RelPath::new(&p).map_err(|r| Error::invalid(stream, &p, r))?;
-        attach_shared(txn, stream, &rp, &b)?;
+        if !attach(txn, stream, &rp, &b, Some(versions))?.is_empty() {
+            stamp(txn, stream, &rp)?;
+        }
     }
     Ok(())
 }
@@ -221,22 +228,31 @@ pub fn attach_shared(
     path: &RelPath,
     blob: &BlobRef,
 ) -> Result<Vec<VersionRef>> {
-    let added = attach(txn, stream, path, blob)?;
+    let added = attach(txn, stream, path, blob, None)?;
     if !added.is_empty() {
-        let now = timefmt::now().timestamp();
-        txn.stream_mut(stream)?
-            .mtimes
-            .entry(path.as_str().to_string())
-            .or_insert(now);
+        stamp(txn, stream, path)?;
     }
     Ok(added)
 }
 
+/// The modification time a shared file shows from its first attachment.
+fn stamp(txn: &mut Txn<'_>, stream: &str, path: &RelPath) -> Result<()> {
+    let now = timefmt::now().timestamp();
+    txn.stream_mut(stream)?
+        .mtimes
+        .entry(path.as_str().to_string())
+        .or_insert(now);
+    Ok(())
+}
+
+/// Attaches the shared file at `path` to the product versions its path
+/// binds that lack it (only those of `only`, when given).
 fn attach(
     txn: &mut Txn<'_>,
     stream: &str,
     path: &RelPath,
     blob: &BlobRef,
+    only: Option<&[VersionRef]>,
 ) -> Result<Vec<VersionRef>> {
     let cfg = txn.store().config().stream(stream)?.clone();
     let Some(placement) = cfg.layout.place(path.as_str()) else {
@@ -248,6 +264,12 @@ fn attach(
             .products()
             .iter()
             .filter(|(_, p)| p.as_object().is_some_and(|p| placement.agrees_with(p)))
+            .filter(|(name, _)| {
+                only.is_none_or(|vs| {
+                    vs.iter()
+                        .any(|v| v.product == **name && v.version == placement.version)
+                })
+            })
             .filter(|(name, _)| {
                 products
                     .version(name, &placement.version)
@@ -402,7 +424,7 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
         put_version(&mut st.products, &vr.product, &vr.version, data);
         report.added.push(vr);
     }
-    attach_kept_shared(txn, stream)?;
+    attach_kept_shared(txn, stream, &report.added)?;
     clean::retain_after_insert(txn, stream, &report.added)?;
     Ok(report)
 }

@@ -1,0 +1,69 @@
+//! Dropping what the kernel caches when the mount shows a new generation.
+//!
+//! The kernel keeps entries, attributes and directory listings for 60 s
+//! (`CACHE_TTL_SECS`), so every commit must drop them. A commit of the
+//! mount's own (an insert at `close`, a rename, a promote) may publish items
+//! in directories the kernel did not touch (a products file that completes
+//! a version, a shared squashfs joining a new kernel), so those caches are
+//! dropped before that request is answered: a `ls` right after `close`
+//! returns sees the new items. Commits made beside the mount are picked up
+//! by the generation watcher, which drops them the same way.
+//!
+//! Only attributes and directory listings are dropped in a request's path:
+//! dropping a file's cached pages may wait for a read in flight, which needs
+//! a free FUSE worker, and the worker waiting would be one of them. The
+//! watcher drops file pages afterwards, on its own thread.
+
+use std::sync::{Mutex, OnceLock};
+
+use fuser::{INodeNo, Notifier};
+
+use crate::fs::StreamFs;
+
+#[derive(Default)]
+pub struct KernelCaches {
+    notifier: OnceLock<Notifier>,
+    /// The newest generation whose changes the kernel has been told of.
+    dropped_for: Mutex<u64>,
+}
+
+impl KernelCaches {
+    /// The session's notifier, known once the session exists.
+    pub fn attach(&self, notifier: Notifier) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    /// Drops attributes and listings for every inode the kernel may hold, if
+    /// `fs` shows a generation newer than the last they were dropped for.
+    pub fn sync(&self, fs: &StreamFs) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        let mut dropped_for = self.dropped_for.lock().expect("caches lock");
+        let g = fs.generation();
+        if g <= *dropped_for {
+            return;
+        }
+        for (ino, is_dir) in fs.known_inode_kinds() {
+            // Offset 0 drops a directory's cached listing with its
+            // attributes; a negative offset drops only the attributes.
+            let offset = if is_dir { 0 } else { -1 };
+            let _ = n.inval_inode(INodeNo(ino), offset, 0);
+        }
+        *dropped_for = g;
+    }
+
+    /// At a new generation, from the watcher's thread: [`KernelCaches::sync`],
+    /// then the cached pages of every file (a path may name other content
+    /// after a commit: removed, then inserted again).
+    pub fn drop_all(&self, fs: &StreamFs) {
+        self.sync(fs);
+        if let Some(n) = self.notifier.get() {
+            for (ino, is_dir) in fs.known_inode_kinds() {
+                if !is_dir {
+                    let _ = n.inval_inode(INodeNo(ino), 0, 0);
+                }
+            }
+        }
+    }
+}
