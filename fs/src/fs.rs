@@ -1033,7 +1033,10 @@ impl StreamFs {
                 opener: caller.process,
             }),
             backing: None,
-            direct_io: false,
+            // Writes go straight to the daemon (no copy into the mount's
+            // page cache first, which cost as much as the staging write
+            // itself); the data is read back from the pool afterwards.
+            direct_io: true,
         })
     }
 
