@@ -106,9 +106,8 @@ impl Keyring {
                 .map_err(|_| Error::Signature("armored keyring is not valid UTF-8".into()))?;
             let mut keys = Vec::new();
             for block in armor_blocks(text) {
-                let (parsed, _) = SignedPublicKey::from_string_many(block)
-                    .map_err(|e| pgp_err("cannot read armored public key", e))?;
-                keys.extend(parsed.filter_map(keep_parsed));
+                let packets = dearmor(block.as_bytes(), "cannot read armored public key")?;
+                keys.extend(parse_binary(&packets));
             }
             keys
         } else {
@@ -158,6 +157,13 @@ impl Keyring {
     /// Checks a detached signature (a `.json.gpg`, armored or binary) of
     /// `data`.
     pub fn verify_detached(&self, data: &[u8], signature: &[u8]) -> Result<()> {
+        let binary;
+        let signature = if is_armored(signature) {
+            binary = dearmor(signature, "malformed signature")?;
+            &binary[..]
+        } else {
+            signature
+        };
         let (sigs, _) = DetachedSignature::from_reader_many(signature)
             .map_err(|e| pgp_err("malformed signature", e))?;
         let sigs = sigs
@@ -289,6 +295,21 @@ fn parse_binary(bytes: &[u8]) -> Vec<SignedPublicKey> {
     SignedPublicKey::from_packets(packets.peekable())
         .filter_map(keep_parsed)
         .collect()
+}
+
+/// The packets inside an armored block, read whole before any is parsed.
+///
+/// rpgp's parsers read armor lazily and, after a malformed footer, read the
+/// armor again and panic (`pgp` 0.21, `armor/reader.rs`: "invalid state";
+/// found by the `cleartext` fuzz target on a keyring). Dearmoring first
+/// stops at the first error, which becomes an error naming `what`.
+fn dearmor(armored: &[u8], what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut packets = Vec::new();
+    pgp::armor::Dearmor::new(armored)
+        .read_to_end(&mut packets)
+        .map_err(|e| Error::Signature(format!("{what}: {e}")))?;
+    Ok(packets)
 }
 
 fn is_armored(bytes: &[u8]) -> bool {

@@ -366,3 +366,23 @@ fn meph2_util_signatures_verify() {
         "{m}"
     );
 }
+
+/// Armor with stray checksum lines in its footer is an error naming the
+/// armor, for keyrings and for signatures. (The `cleartext` fuzz target
+/// found a variant of the fixtures' keyring, not kept here, on which
+/// rpgp's lazy armor reader panicked; armor is now read whole first.)
+#[test]
+fn armor_with_a_malformed_footer_is_an_error_naming_the_armor() {
+    let public = &ed25519().1;
+    let end = public.rfind("\n=").expect("armor checksum line");
+    let broken = format!(
+        "{}\r\n==\n=ajlAw+SHlkVx\n=qb6E\n-----END PGP PUBLIC KEY BLOCK-----\n",
+        &public[..end]
+    );
+    let m = sig_err(Keyring::from_bytes(broken.as_bytes()));
+    assert!(m.contains("armored public key"), "{m}");
+    let ring = Keyring::from_bytes(public.as_bytes()).unwrap();
+    let sig = broken.replace("PUBLIC KEY BLOCK", "SIGNATURE");
+    let m = sig_err(ring.verify_detached(b"data", sig.as_bytes()));
+    assert!(m.contains("malformed signature"), "{m}");
+}
