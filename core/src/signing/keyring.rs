@@ -139,6 +139,11 @@ impl Keyring {
                 "no signature: not a clearsigned message (no '{CLEARSIGN_HEADER}' line)"
             )));
         }
+        // The signature block read whole first (see `dearmor`): a malformed
+        // one is an error before rpgp's lazy reader can trip on it.
+        if let Some(at) = signed.rfind("-----BEGIN PGP SIGNATURE-----") {
+            dearmor(&signed.as_bytes()[at..], "malformed clearsigned message")?;
+        }
         let (msg, _) = CleartextSignedMessage::from_string(signed)
             .map_err(|e| pgp_err("malformed clearsigned message", e))?;
         let signed_text = msg.signed_text();

@@ -385,4 +385,7 @@ fn armor_with_a_malformed_footer_is_an_error_naming_the_armor() {
     let sig = broken.replace("PUBLIC KEY BLOCK", "SIGNATURE");
     let m = sig_err(ring.verify_detached(b"data", sig.as_bytes()));
     assert!(m.contains("malformed signature"), "{m}");
+    let clearsigned = format!("{CLEARSIGN_HEADER}\nHash: SHA512\n\n{{}}\n{sig}");
+    let m = sig_err(ring.verify_cleartext(&clearsigned));
+    assert!(m.contains("malformed clearsigned message"), "{m}");
 }
