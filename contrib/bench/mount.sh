@@ -65,7 +65,7 @@ mount_store() {
     shift 2
     mkdir -p "$mnt"
     mountpoint -q "$mnt" && umount "$mnt"
-    "$S" "$store" "$mnt" "$@" 2> "$mnt.log" &
+    "$S" "$store" "$mnt" --foreground "$@" 2> "$mnt.log" &
     MOUNT_PID=$!
     daemons+=("$MOUNT_PID")
     until mountpoint -q "$mnt"; do sleep 0.01; done
