@@ -36,6 +36,27 @@ impl KernelCaches {
     /// Drops attributes and listings for every inode the kernel may hold, if
     /// `fs` shows a generation newer than the last they were dropped for.
     pub fn sync(&self, fs: &StreamFs) {
+        self.drop_listings(fs, None);
+    }
+
+    /// At a new generation, from the watcher's thread: what
+    /// [`KernelCaches::sync`] drops, then the cached pages of every file (a
+    /// path may name other content after a commit: removed, then inserted
+    /// again), outside the lock that requests wait on.
+    pub fn drop_all(&self, fs: &StreamFs) {
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        let kinds = fs.known_inode_kinds();
+        self.drop_listings(fs, Some(&kinds));
+        for (ino, _) in kinds.iter().filter(|(_, is_dir)| !is_dir) {
+            let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+        }
+    }
+
+    /// [`KernelCaches::sync`], for the inodes `kinds` (all known ones when
+    /// None).
+    fn drop_listings(&self, fs: &StreamFs, kinds: Option<&[(u64, bool)]>) {
         let Some(n) = self.notifier.get() else {
             return;
         };
@@ -44,26 +65,20 @@ impl KernelCaches {
         if g <= *dropped_for {
             return;
         }
-        for (ino, is_dir) in fs.known_inode_kinds() {
+        let known;
+        let kinds = match kinds {
+            Some(k) => k,
+            None => {
+                known = fs.known_inode_kinds();
+                &known
+            }
+        };
+        for (ino, is_dir) in kinds {
             // Offset 0 drops a directory's cached listing with its
             // attributes; a negative offset drops only the attributes.
-            let offset = if is_dir { 0 } else { -1 };
-            let _ = n.inval_inode(INodeNo(ino), offset, 0);
+            let offset = if *is_dir { 0 } else { -1 };
+            let _ = n.inval_inode(INodeNo(*ino), offset, 0);
         }
         *dropped_for = g;
-    }
-
-    /// At a new generation, from the watcher's thread: [`KernelCaches::sync`],
-    /// then the cached pages of every file (a path may name other content
-    /// after a commit: removed, then inserted again).
-    pub fn drop_all(&self, fs: &StreamFs) {
-        self.sync(fs);
-        if let Some(n) = self.notifier.get() {
-            for (ino, is_dir) in fs.known_inode_kinds() {
-                if !is_dir {
-                    let _ = n.inval_inode(INodeNo(ino), 0, 0);
-                }
-            }
-        }
     }
 }

@@ -147,6 +147,13 @@ pub struct Caller {
     pub process: Option<u32>,
 }
 
+impl Caller {
+    /// A caller known by its uid alone.
+    pub const fn user(uid: u32) -> Caller {
+        Caller { uid, process: None }
+    }
+}
+
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpenMode {
@@ -469,10 +476,6 @@ impl StreamFs {
     }
 
     /// Every (inode, path) the kernel may hold, for cache invalidation.
-    pub fn known_inodes(&self) -> Vec<(u64, String)> {
-        self.inodes.all()
-    }
-
     /// Every inode handed to the kernel, and whether it is a directory now
     /// (a path that resolves to nothing counts as a file).
     pub fn known_inode_kinds(&self) -> Vec<(u64, bool)> {
@@ -1831,10 +1834,7 @@ fn escape_regex(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const ROOT_CALLER: Caller = Caller {
-        uid: 0,
-        process: None,
-    };
+    const ROOT_CALLER: Caller = Caller::user(0);
 
     fn fs() -> (tempfile::TempDir, StreamFs) {
         let d = tempfile::tempdir().unwrap();
@@ -1895,14 +1895,7 @@ mod tests {
         ));
         // Nobody but root and the owner writes.
         assert!(matches!(
-            fs.create(
-                Caller {
-                    uid: 4242,
-                    process: None,
-                },
-                dir,
-                "boot-initrd"
-            ),
+            fs.create(Caller::user(4242), dir, "boot-initrd"),
             Err(FsError::Denied(_))
         ));
         fs.unlink(ROOT_CALLER, dir, "boot-kernel").unwrap();
@@ -2056,10 +2049,7 @@ mod tests {
         let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
         let (a, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
         fs.write(o.fh, 0, b"kernel").unwrap();
-        let other = Caller {
-            uid: 4242,
-            process: None,
-        };
+        let other = Caller::user(4242);
         assert!(!fs.can_write(other));
         // Nobody else shortens an insert in progress, by path or otherwise.
         assert!(matches!(

@@ -48,19 +48,22 @@ impl FuseFs {
         }
     }
 
-    /// Replies to a request that may have committed: the kernel's caches
-    /// are dropped first when it did (see [`crate::caches`]).
-    fn committed<T, E>(&self, r: Result<T, E>) -> Result<T, E> {
-        self.caches.sync(&self.fs);
+    /// Runs a request that may commit; when it did (the generation moved),
+    /// the kernel's caches are dropped before it is answered (see
+    /// [`crate::caches`]). Requests that commit nothing (a reader's
+    /// RELEASE, most of them) pay two reads of the generation.
+    fn committing<T, E>(&self, op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let before = self.fs.generation();
+        let r = op();
+        if self.fs.generation() != before {
+            self.caches.sync(&self.fs);
+        }
         r
     }
 }
 
 fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        process: None,
-    }
+    Caller::user(req.uid())
 }
 
 /// The caller with its process, for the requests that open a file for
@@ -226,10 +229,10 @@ impl Filesystem for FuseFs {
         // The kernel sends ctime alone with other changes; it is not one.
         let attrs =
             mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        match self.committed(
+        match self.committing(|| {
             self.fs
-                .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs),
-        ) {
+                .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs)
+        }) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
@@ -272,10 +275,10 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.committed(
+        let r = self.committing(|| {
             name_str(name)
-                .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e))),
-        );
+                .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)))
+        });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -290,11 +293,13 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.committed(name_str(link_name).and_then(|n| {
-            self.fs
-                .symlink(caller(req), parent.0, n, target)
-                .map_err(|e| err(&e))
-        }));
+        let r = self.committing(|| {
+            name_str(link_name).and_then(|n| {
+                self.fs
+                    .symlink(caller(req), parent.0, n, target)
+                    .map_err(|e| err(&e))
+            })
+        });
         match r {
             // A zero lifetime: the next lookup shows the promoted directory.
             Ok(a) => reply.entry(&Duration::ZERO, &file_attr(&a), Generation(0)),
@@ -317,12 +322,14 @@ impl Filesystem for FuseFs {
             reply.error(Errno::EINVAL);
             return;
         }
-        let r = self.committed(name_str(name).and_then(|n| {
-            let nn = name_str(newname)?;
-            self.fs
-                .rename(caller(req), parent.0, n, newparent.0, nn)
-                .map_err(|e| err(&e))
-        }));
+        let r = self.committing(|| {
+            name_str(name).and_then(|n| {
+                let nn = name_str(newname)?;
+                self.fs
+                    .rename(caller(req), parent.0, n, newparent.0, nn)
+                    .map_err(|e| err(&e))
+            })
+        });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -438,7 +445,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.committed(self.fs.flush(fh.0, writing_caller(req))) {
+        match self.committing(|| self.fs.flush(fh.0, writing_caller(req))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
         }
@@ -459,7 +466,7 @@ impl Filesystem for FuseFs {
             .expect("backing lock")
             .by_handle
             .remove(&fh.0);
-        match self.committed(self.fs.release(fh.0)) {
+        match self.committing(|| self.fs.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
         }

@@ -229,10 +229,10 @@ fn run(
     Ok(())
 }
 
-/// Invalidates the kernel's caches when a commit made beside the mount
-/// (mountctl, the reaper) moves the generation. Done from its own thread,
-/// never from a request handler, where the kernel may hold the locks it
-/// needs.
+/// Drops the kernel's caches when the generation moves: commits made
+/// beside the mount (mountctl, the reaper), and the cached pages of files
+/// after the mount's own commits, which a request handler must not drop
+/// itself (see [`streamfs::caches`]).
 fn spawn_generation_watch(fs: Arc<StreamFs>, caches: Arc<KernelCaches>) -> Result<()> {
     std::thread::Builder::new()
         .name("generation-watch".into())

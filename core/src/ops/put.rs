@@ -191,7 +191,7 @@ fn attach_known_shared(txn: &mut Txn<'_>, stream: &str, near: &RelPath) -> Resul
         .collect();
     for (p, b) in candidates {
         let rp = RelPath::new(&p).map_err(|r| Error::invalid(stream, &p, r))?;
-        attach_shared(txn, stream, &rp, &b)?;
+        attach_shared(txn, stream, &rp, &b, None)?;
     }
     Ok(())
 }
@@ -212,37 +212,31 @@ pub fn attach_kept_shared(txn: &mut Txn<'_>, stream: &str, versions: &[VersionRe
         .collect();
     for (p, b) in kept {
         let rp = RelPath::new(&p).map_err(|r| Error::invalid(stream, &p, r))?;
-        if !attach(txn, stream, &rp, &b, Some(versions))?.is_empty() {
-            stamp(txn, stream, &rp)?;
-        }
+        attach_shared(txn, stream, &rp, &b, Some(versions))?;
     }
     Ok(())
 }
 
 /// Attaches a shared file already in the pool to every product version that
-/// matches what its path binds; returns those versions (none: nothing
-/// changed).
+/// matches what its path binds (only those of `only`, when given); returns
+/// those versions (none: nothing changed).
 pub fn attach_shared(
     txn: &mut Txn<'_>,
     stream: &str,
     path: &RelPath,
     blob: &BlobRef,
+    only: Option<&[VersionRef]>,
 ) -> Result<Vec<VersionRef>> {
-    let added = attach(txn, stream, path, blob, None)?;
+    let added = attach(txn, stream, path, blob, only)?;
     if !added.is_empty() {
-        stamp(txn, stream, path)?;
+        // The modification time it shows from its first attachment.
+        let now = timefmt::now().timestamp();
+        txn.stream_mut(stream)?
+            .mtimes
+            .entry(path.as_str().to_string())
+            .or_insert(now);
     }
     Ok(added)
-}
-
-/// The modification time a shared file shows from its first attachment.
-fn stamp(txn: &mut Txn<'_>, stream: &str, path: &RelPath) -> Result<()> {
-    let now = timefmt::now().timestamp();
-    txn.stream_mut(stream)?
-        .mtimes
-        .entry(path.as_str().to_string())
-        .or_insert(now);
-    Ok(())
 }
 
 /// Attaches the shared file at `path` to the product versions its path
