@@ -36,8 +36,11 @@ if command -v hyperfine > /dev/null; then
         -n "mountctl query" "$mountctl query $args > /dev/null"
     "$venv/bin/python3" - <<'PY'
 import json
-r = {x["command"]: x["mean"] for x in json.load(open("times.json"))["results"]}
-print("ratio: mountctl query is %.1fx faster" % (r["sstream-query"] / r["mountctl query"]))
+res = {x["command"]: x for x in json.load(open("times.json"))["results"]}
+ref, our = res["sstream-query"], res["mountctl query"]
+for stat in ("mean", "median", "min"):
+    print("ratio of %s times: mountctl query is %.1fx faster (%.3f s vs %.1f ms)"
+          % (stat, ref[stat] / our[stat], ref[stat], our[stat] * 1000))
 PY
     exit 0
 fi

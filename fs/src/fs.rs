@@ -1153,8 +1153,8 @@ impl StreamFs {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let h = self.handle(fh).ok_or(FsError::BadHandle)?;
-        let h = h.lock().expect("handle lock");
-        match &*h {
+        let mut h = h.lock().expect("handle lock");
+        match &mut *h {
             Handle::Read(f) => {
                 let mut buf = vec![0u8; size as usize];
                 let mut n = 0;
@@ -1173,7 +1173,7 @@ impl StreamFs {
                 writer: Some(w), ..
             } => {
                 let mut buf = vec![0u8; size as usize];
-                let n = w.file().read_at(&mut buf, offset)?;
+                let n = w.file()?.read_at(&mut buf, offset)?;
                 buf.truncate(n);
                 Ok(buf)
             }

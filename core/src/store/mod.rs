@@ -20,6 +20,7 @@
 //! names them.
 
 pub mod config;
+mod direct;
 mod fsutil;
 pub mod layout;
 pub mod lock;

@@ -355,45 +355,50 @@ fn obj<'a, N: JsonNode>(v: &'a N, file: &str, what: impl FnOnce() -> String) -> 
 /// Checks a document's `products` member: products, versions and items are
 /// objects, and every item passes [`check_item_fields`].
 pub(crate) fn check_products<N: JsonNode>(file: &str, products: &N) -> Result<()> {
-    obj(products, file, || "products".into())?.try_members(&mut |pname, p| {
-        let p = obj(p, file, || format!("product {pname}"))?;
-        let Some(versions) = p.member("versions") else {
+    obj(products, file, || "products".into())?
+        .try_members(&mut |pname, p| check_product(file, pname, p))
+}
+
+/// [`check_products`] for one product.
+pub(crate) fn check_product<N: JsonNode>(file: &str, pname: &str, p: &N) -> Result<()> {
+    let p = obj(p, file, || format!("product {pname}"))?;
+    let Some(versions) = p.member("versions") else {
+        return Ok(());
+    };
+    let versions = obj(versions, file, || format!("product {pname} versions"))?;
+    versions.try_members(&mut |vname, v| {
+        let v = obj(v, file, || format!("product {pname} version {vname}"))?;
+        let Some(items) = v.member("items") else {
             return Ok(());
         };
-        let versions = obj(versions, file, || format!("product {pname} versions"))?;
-        versions.try_members(&mut |vname, v| {
-            let v = obj(v, file, || format!("product {pname} version {vname}"))?;
-            let Some(items) = v.member("items") else {
-                return Ok(());
-            };
-            let items = obj(items, file, || {
-                format!("product {pname} version {vname} items")
-            })?;
-            items.try_members(&mut |iname, i| {
-                let what = || format!("product {pname} version {vname} item {iname}");
-                let i = obj(i, file, what)?;
-                check_item_fields(file, &what(), |k| i.member(k))
-            })
+        let items = obj(items, file, || {
+            format!("product {pname} version {vname} items")
+        })?;
+        items.try_members(&mut |iname, i| {
+            let what = || format!("product {pname} version {vname} item {iname}");
+            let i = obj(i, file, what)?;
+            check_item_fields(file, what, |k| i.member(k))
         })
     })
 }
 
 /// An item's `path` is safe, its `sha256` 64 hex digits and its `size` a
 /// non-negative integer, where present.
+/// `what` names the item in errors; it is only formatted for one.
 pub(crate) fn check_item_fields<'v, F: JsonNode + 'v>(
     file: &str,
-    what: &str,
+    what: impl Fn() -> String,
     get: impl Fn(&str) -> Option<&'v F>,
 ) -> Result<()> {
     if let Some(p) = get("path") {
         let s = p.as_str().ok_or_else(|| {
             Error::invalid(
                 file,
-                what,
+                what(),
                 format!("path must be a string, found {}", p.kind()),
             )
         })?;
-        RelPath::check(s).map_err(|reason| Error::invalid(file, what, reason))?;
+        RelPath::check(s).map_err(|reason| Error::invalid(file, what(), reason))?;
     }
     if let Some(h) = get("sha256") {
         let ok = h
@@ -402,7 +407,7 @@ pub(crate) fn check_item_fields<'v, F: JsonNode + 'v>(
         if !ok {
             return Err(Error::invalid(
                 file,
-                what,
+                what(),
                 format!("sha256 must be 64 hex digits, found {h}"),
             ));
         }
@@ -412,7 +417,7 @@ pub(crate) fn check_item_fields<'v, F: JsonNode + 'v>(
     {
         return Err(Error::invalid(
             file,
-            what,
+            what(),
             format!("size must be a non-negative integer, found {s}"),
         ));
     }

@@ -42,7 +42,7 @@ use pyfmt::{write_dict_pair, write_dict_repr};
 
 use super::filter::ItemFilter;
 use super::index::parse_index;
-use super::products::check_products;
+use super::products::{check_product, check_products};
 use crate::error::{Error, IoContext, Result};
 use crate::json;
 use tree::{Node, Object};
@@ -76,18 +76,137 @@ pub struct QueryOptions {
 
 enum Printer {
     Format(PercentFormat, String),
-    Json(Vec<Value>),
+    Json,
     Pretty,
 }
 
 /// A query in progress: feed it products documents in order, then
 /// [`Query::finish`].
 pub struct Query<'a> {
+    select: Select<'a>,
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    /// `--json`'s items, printed at the end.
+    json: Vec<Value>,
+}
+
+/// What decides which items are printed and how: shared by the threads
+/// that print the products of a large document.
+struct Select<'a> {
     filters: &'a [ItemFilter],
     max_items: Option<i64>,
     printer: Printer,
-    out: &'a mut dyn Write,
-    err: &'a mut dyn Write,
+}
+
+/// Where items are printed: lines are formatted straight into `text`,
+/// which is written to `spill` as it fills (the query's own output) or kept
+/// whole (a thread's part, written out once every earlier part is).
+struct Sink<'s> {
+    text: String,
+    spill: Option<&'s mut dyn Write>,
+    err: &'s mut dyn Write,
+    json: &'s mut Vec<Value>,
+}
+
+impl Sink<'_> {
+    const SPILL_AT: usize = 1 << 16;
+
+    /// `FMT % item` as the next line; nothing of it is left on an error.
+    fn format(&mut self, fmt: &PercentFormat, item: &Flat) -> Result<(), FormatError> {
+        let start = self.text.len();
+        match fmt.format_into(item, &mut self.text) {
+            Ok(()) => {
+                self.text.push('\n');
+                Ok(())
+            }
+            Err(e) => {
+                self.text.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// After an item's text: spills when full.
+    fn end_item(&mut self) -> Result<()> {
+        if self.text.len() >= Self::SPILL_AT {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what `text` holds to `spill`, if there is one.
+    fn spill(&mut self) -> Result<()> {
+        if let Some(out) = self.spill.as_mut() {
+            out.write_all(self.text.as_bytes()).at(STDOUT)?;
+            self.text.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Documents with at least this many products are printed by several
+/// threads (sstream-query's output is one product after another, so each
+/// thread takes whole products and their output is joined in order).
+const PARALLEL_MIN_PRODUCTS: usize = 16;
+/// Products per unit of work handed to a thread: small enough to balance
+/// products of unequal size, large enough that handing out costs nothing.
+const PRODUCTS_PER_CHUNK: usize = 8;
+
+/// What a thread printed of a run of products, kept until every earlier
+/// run is written out.
+struct Chunk {
+    printed: Result<()>,
+    out: String,
+    err: Vec<u8>,
+    json: Vec<Value>,
+}
+
+/// Runs `work(0..n)` on `workers` threads and hands each result to `take`
+/// in index order, on the calling thread, as soon as the results before it
+/// were taken. The first error `take` returns stops the work (results not
+/// taken yet are dropped) and is returned.
+fn in_order<T: Send>(
+    workers: usize,
+    n: usize,
+    work: impl Fn(usize) -> T + Sync,
+    mut take: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, T)>();
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stop, work) = (&next, &stop, &work);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || tx.send((i, work(i))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut early = std::collections::BTreeMap::new();
+        let mut want = 0;
+        let result = (|| {
+            for (i, r) in &rx {
+                early.insert(i, r);
+                while let Some(r) = early.remove(&want) {
+                    take(want, r)?;
+                    want += 1;
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        drop(rx);
+        result
+    })
 }
 
 /// Where query output goes; named in errors.
@@ -145,7 +264,13 @@ impl<'d> Flat<'d> {
     /// The next level down: this one, then `level`'s attributes, then its
     /// name under `name_key`.
     fn child(&self, level: &Members<'d>, name_key: &'static str, name: &'d str) -> Self {
-        let mut f = self.clone();
+        // Room for every key the level may add, so that it grows once.
+        let room = self.entries.len() + level.len() + 2;
+        let mut entries = Vec::with_capacity(room);
+        entries.extend_from_slice(&self.entries);
+        let mut rendered = Vec::with_capacity(room);
+        rendered.extend_from_slice(&self.rendered);
+        let mut f = Flat { entries, rendered };
         f.add_level(level);
         f.set(name_key, Cow::Borrowed(name));
         f
@@ -253,9 +378,9 @@ fn lookup<'d>(m: &Members<'d>, key: &str) -> Option<&'d Node<'d>> {
     m.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
 }
 
-/// Checks what python-simplestreams would trip on, and what the store
-/// refuses (unsafe paths, malformed checksums and sizes), before anything
-/// of the document is printed.
+/// Checks what python-simplestreams would trip on in a document's top
+/// level (its products are checked by [`check_product`], all of them
+/// before anything of the document is printed).
 fn check_products_doc(file: &str, doc: &Object) -> Result<()> {
     match doc.get("format") {
         Some(Node::String(f)) if f == "products:1.0" => {}
@@ -278,8 +403,8 @@ fn check_products_doc(file: &str, doc: &Object) -> Result<()> {
         return Err(Error::invalid(file, "content_id", "missing"));
     }
     match doc.get("products") {
-        Some(products) => check_products(file, products),
-        None => Ok(()),
+        Some(p) if p.as_object().is_none() => check_products(file, p),
+        _ => Ok(()),
     }
 }
 
@@ -287,15 +412,18 @@ impl<'a> Query<'a> {
     pub fn new(opts: &'a QueryOptions, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
         let printer = match &opts.output {
             Output::Format(f) => Printer::Format(PercentFormat::new(f), f.clone()),
-            Output::Json => Printer::Json(Vec::new()),
+            Output::Json => Printer::Json,
             Output::Pretty => Printer::Pretty,
         };
         Query {
-            filters: &opts.filters,
-            max_items: opts.max_items,
-            printer,
+            select: Select {
+                filters: &opts.filters,
+                max_items: opts.max_items,
+                printer,
+            },
             out,
             err,
+            json: Vec::new(),
         }
     }
 
@@ -306,101 +434,70 @@ impl<'a> Query<'a> {
         check_products_doc(file, doc)?;
         let aliases = doc.get(ALIASES).and_then(Node::as_object);
         let top_level = expanded(doc, aliases);
-        let prerender = matches!(&self.printer, Printer::Format(f, _) if f.renders_item());
-        let mut top = Flat::default();
-        top.add_level(&top_level);
-        let products = lookup(&top_level, "products").and_then(Node::as_object);
-        for (pname, product) in products.into_iter().flat_map(Object::iter) {
-            let Some(product) = product.as_object() else {
-                continue;
+        let products: Vec<(&str, &Node)> = lookup(&top_level, "products")
+            .and_then(Node::as_object)
+            .map(|p| p.iter().collect())
+            .unwrap_or_default();
+        let doc = Doc {
+            file,
+            mirror,
+            aliases,
+            top: &top_level,
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        if threads < 2 || products.len() < PARALLEL_MIN_PRODUCTS {
+            for &(pname, product) in &products {
+                check_product(file, pname, product)?;
+            }
+            let mut sink = Sink {
+                text: String::with_capacity(Sink::SPILL_AT + 4096),
+                spill: Some(&mut *self.out),
+                err: &mut *self.err,
+                json: &mut self.json,
             };
-            let product = expanded(product, aliases);
-            let Some(versions) = lookup(&product, "versions").and_then(Node::as_object) else {
-                continue;
-            };
-            let mut pflat = top.child(&product, "product_name", pname);
-            if prerender {
-                pflat.prerender();
-            }
-            let mut kept: Vec<(&str, Vec<Selected>)> = Vec::new();
-            for (vname, version) in versions.iter() {
-                let Some(version) = version.as_object() else {
-                    continue;
-                };
-                let version = expanded(version, aliases);
-                let items = lookup(&version, "items").and_then(Node::as_object);
-                let Some(items) = items.filter(|i| !i.is_empty()) else {
-                    // Never had items: sstream-query keeps such a version.
-                    kept.push((vname, Vec::new()));
-                    continue;
-                };
-                let mut vflat = pflat.child(&version, "version_name", vname);
-                if prerender {
-                    vflat.prerender();
-                }
-                let mut selected = Vec::new();
-                for (iname, item) in items.iter() {
-                    let Some(item) = item.as_object() else {
-                        continue;
-                    };
-                    let item = expanded(item, aliases);
-                    let flat = vflat.child(&item, "item_name", iname);
-                    if flat.matches(self.filters)? {
-                        selected.push(Selected {
-                            flat,
-                            name: iname,
-                            own_path: lookup(&item, "path").and_then(Node::as_str),
-                        });
-                    }
-                }
-                if !selected.is_empty() {
-                    kept.push((vname, selected));
-                }
-            }
-            kept.sort_by(|a, b| b.0.cmp(a.0));
-            kept.truncate(newest_kept(kept.len(), self.max_items));
-            for (vname, items) in kept {
-                for mut sel in items {
-                    let what = || format!("product {pname} version {vname} item {}", sel.name);
-                    add_item_url(file, &what, &mut sel.flat, sel.own_path, mirror)?;
-                    self.print(&sel.flat)?;
-                }
-            }
+            let printed = self.select.run(&doc, &products, &mut sink);
+            // What was printed before an error stays printed.
+            sink.spill()?;
+            return printed;
         }
-        Ok(())
-    }
-
-    fn print(&mut self, item: &Flat) -> Result<()> {
-        match &mut self.printer {
-            Printer::Format(fmt, text) => match fmt.format(item) {
-                Ok(mut line) => {
-                    line.push('\n');
-                    self.out.write_all(line.as_bytes()).at(STDOUT)
-                }
-                Err(FormatError::MissingKey(key)) => {
-                    let msg = format!(
-                        "output format failed. Missing {key}\nitem: {}\n",
-                        dict_repr(item)
-                    );
-                    self.err.write_all(msg.as_bytes()).at(STDERR)
-                }
-                Err(FormatError::Python { kind, message }) => Err(Error::Usage(format!(
-                    "output format '{}' failed: {kind}: {message}",
-                    text.escape_debug()
-                ))),
+        let chunks: Vec<_> = products.chunks(PRODUCTS_PER_CHUNK).collect();
+        let workers = threads.min(chunks.len());
+        // Every product is checked before anything of the document is
+        // printed; the first failure in document order is the error.
+        in_order(
+            workers,
+            chunks.len(),
+            |i| {
+                chunks[i]
+                    .iter()
+                    .try_for_each(|&(pname, product)| check_product(file, pname, product))
             },
-            Printer::Json(items) => {
-                items.push(item.to_json());
-                Ok(())
-            }
-            Printer::Pretty => self.out.write_all(pformat(item).as_bytes()).at(STDOUT),
-        }
+            |_, checked| checked,
+        )?;
+        // Buffers written out are handed back for the next runs of products.
+        let spare = std::sync::Mutex::new(Vec::<String>::new());
+        in_order(
+            workers,
+            chunks.len(),
+            |i| {
+                let text = spare.lock().expect("buffers").pop().unwrap_or_default();
+                self.select.chunk(&doc, chunks[i], text)
+            },
+            |_, mut c: Chunk| {
+                self.out.write_all(c.out.as_bytes()).at(STDOUT)?;
+                self.err.write_all(&c.err).at(STDERR)?;
+                self.json.append(&mut c.json);
+                c.out.clear();
+                spare.lock().expect("buffers").push(c.out);
+                c.printed
+            },
+        )
     }
 
     /// Prints what is printed at the end (`--json`) and flushes.
     pub fn finish(self) -> Result<()> {
-        if let Printer::Json(items) = self.printer {
-            let mut text = json::to_indented(&Value::Array(items), 2);
+        if let Printer::Json = self.select.printer {
+            let mut text = json::to_indented(&Value::Array(self.json), 2);
             text.push('\n');
             self.out.write_all(text.as_bytes()).at(STDOUT)?;
         }
@@ -441,6 +538,152 @@ impl<'a> Query<'a> {
                         .map_or("(missing)".to_string(), Node::to_string)
                 ),
             )),
+        }
+    }
+}
+
+/// A products document being printed.
+struct Doc<'d, 'x> {
+    file: &'x str,
+    mirror: &'x str,
+    aliases: Option<&'d Object<'d>>,
+    /// The top level's members, `_aliases` applied.
+    top: &'x Members<'d>,
+}
+
+impl Select<'_> {
+    /// Prints a run of products into `text` and buffers of its own (a
+    /// thread's part).
+    fn chunk<'d>(
+        &self,
+        doc: &Doc<'d, '_>,
+        products: &[(&'d str, &'d Node<'d>)],
+        text: String,
+    ) -> Chunk {
+        let (mut err, mut json) = (Vec::new(), Vec::new());
+        let mut sink = Sink {
+            text,
+            spill: None,
+            err: &mut err,
+            json: &mut json,
+        };
+        let printed = self.run(doc, products, &mut sink);
+        Chunk {
+            printed,
+            out: sink.text,
+            err,
+            json,
+        }
+    }
+
+    /// Prints a run of products, in order.
+    fn run<'d>(
+        &self,
+        doc: &Doc<'d, '_>,
+        products: &[(&'d str, &'d Node<'d>)],
+        sink: &mut Sink,
+    ) -> Result<()> {
+        let prerender = matches!(&self.printer, Printer::Format(f, _) if f.renders_item());
+        let mut top = Flat::default();
+        top.add_level(doc.top);
+        for &(pname, product) in products {
+            self.product(doc, &top, pname, product, prerender, sink)?;
+        }
+        Ok(())
+    }
+
+    fn product<'d>(
+        &self,
+        doc: &Doc<'d, '_>,
+        top: &Flat<'d>,
+        pname: &'d str,
+        product: &'d Node<'d>,
+        prerender: bool,
+        sink: &mut Sink,
+    ) -> Result<()> {
+        let aliases = doc.aliases;
+        let Some(product) = product.as_object() else {
+            return Ok(());
+        };
+        let product = expanded(product, aliases);
+        let Some(versions) = lookup(&product, "versions").and_then(Node::as_object) else {
+            return Ok(());
+        };
+        let mut pflat = top.child(&product, "product_name", pname);
+        if prerender {
+            pflat.prerender();
+        }
+        let mut kept: Vec<(&str, Vec<Selected>)> = Vec::new();
+        for (vname, version) in versions.iter() {
+            let Some(version) = version.as_object() else {
+                continue;
+            };
+            let version = expanded(version, aliases);
+            let items = lookup(&version, "items").and_then(Node::as_object);
+            let Some(items) = items.filter(|i| !i.is_empty()) else {
+                // Never had items: sstream-query keeps such a version.
+                kept.push((vname, Vec::new()));
+                continue;
+            };
+            let mut vflat = pflat.child(&version, "version_name", vname);
+            if prerender {
+                vflat.prerender();
+            }
+            let mut selected = Vec::new();
+            for (iname, item) in items.iter() {
+                let Some(item) = item.as_object() else {
+                    continue;
+                };
+                let item = expanded(item, aliases);
+                let flat = vflat.child(&item, "item_name", iname);
+                if flat.matches(self.filters)? {
+                    selected.push(Selected {
+                        flat,
+                        name: iname,
+                        own_path: lookup(&item, "path").and_then(Node::as_str),
+                    });
+                }
+            }
+            if !selected.is_empty() {
+                kept.push((vname, selected));
+            }
+        }
+        kept.sort_by(|a, b| b.0.cmp(a.0));
+        kept.truncate(newest_kept(kept.len(), self.max_items));
+        for (vname, items) in kept {
+            for mut sel in items {
+                let what = || format!("product {pname} version {vname} item {}", sel.name);
+                add_item_url(doc.file, &what, &mut sel.flat, sel.own_path, doc.mirror)?;
+                self.print(&sel.flat, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn print(&self, item: &Flat, sink: &mut Sink) -> Result<()> {
+        match &self.printer {
+            Printer::Format(fmt, text) => match sink.format(fmt, item) {
+                Ok(()) => sink.end_item(),
+                Err(FormatError::MissingKey(key)) => {
+                    let msg = format!(
+                        "output format failed. Missing {key}\nitem: {}\n",
+                        dict_repr(item)
+                    );
+                    sink.err.write_all(msg.as_bytes()).at(STDERR)
+                }
+                Err(FormatError::Python { kind, message }) => Err(Error::Usage(format!(
+                    "output format '{}' failed: {kind}: {message}",
+                    text.escape_debug()
+                ))),
+            },
+            Printer::Json => {
+                sink.json.push(item.to_json());
+                Ok(())
+            }
+            Printer::Pretty => {
+                sink.text.push_str(&pformat(item));
+                sink.end_item()
+            }
         }
     }
 }
@@ -634,6 +877,44 @@ mod tests {
         let e = query(&p, &QueryOptions::default()).unwrap_err();
         assert!(e.to_string().contains("checksum"), "{e}");
         assert!(is_python_int(" +1_000 ") && !is_python_int("1.5") && !is_python_int("1__0"));
+    }
+
+    /// Products printed by several threads come out in document order; an
+    /// error while printing stops the output after the products before it;
+    /// a product failing its checks prints nothing at all.
+    #[test]
+    fn products_printed_by_threads_keep_document_order_and_error_semantics() {
+        let n = PARALLEL_MIN_PRODUCTS * 4;
+        let many = |broken: Option<(usize, Value)>| {
+            let mut products = serde_json::Map::new();
+            for p in 0..n {
+                let item = match &broken {
+                    Some((b, v)) if *b == p => v.clone(),
+                    _ => serde_json::json!({"path": format!("p{p}"), "sha256": SHA, "size": 1}),
+                };
+                products.insert(
+                    format!("p{p:03}"),
+                    serde_json::json!({"versions": {"1": {"items": {"i": item}}}}),
+                );
+            }
+            doc(Value::Object(products))
+        };
+        let fmt = opts(&[], None, "%(product_name)s");
+        let want: String = (0..n).map(|p| format!("p{p:03}\n")).collect();
+        assert_eq!(run(&many(None), &fmt).0, want);
+        let partial = |broken: Value, at: usize| {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let bytes = many(Some((at, broken)));
+            let e = query_products(&[("t", &bytes, "/m/")], &fmt, &mut out, &mut err)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("product p{at:03}")), "{e}");
+            String::from_utf8(out).unwrap()
+        };
+        let no_checksum = serde_json::json!({"path": "x", "size": 1});
+        assert_eq!(partial(no_checksum, 41), want[..41 * 5]);
+        let unsafe_path = serde_json::json!({"path": "../x", "sha256": SHA, "size": 1});
+        assert_eq!(partial(unsafe_path, 50), "");
     }
 
     #[test]

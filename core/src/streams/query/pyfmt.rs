@@ -257,7 +257,14 @@ impl PercentFormat {
 
     /// `FMT % item`.
     pub fn format(&self, item: &impl Entries) -> Result<String, FormatError> {
-        let mut out = String::with_capacity(1024);
+        let mut out = String::new();
+        self.format_into(item, &mut out)?;
+        Ok(out)
+    }
+
+    /// `FMT % item`, appended to `out` (which is left with part of it on an
+    /// error): one buffer serves every item of a query.
+    pub fn format_into(&self, item: &impl Entries, out: &mut String) -> Result<(), FormatError> {
         let mut arg = Some(Arg::Dict);
         for piece in &self.pieces {
             let spec = match piece {
@@ -285,6 +292,20 @@ impl PercentFormat {
                 }
             }
             let value = next_arg()?;
+            // Without width or precision, text is rendered in place (an
+            // item's `%s` is its whole line: no copy, no count of its chars).
+            if matches!(spec.conversion, 's' | 'r' | 'a')
+                && spec.width.is_none()
+                && spec.precision.is_none()
+            {
+                let ascii = spec.conversion == 'a';
+                match (value, spec.conversion) {
+                    (Arg::Str(v), 's') => out.push_str(v),
+                    (Arg::Str(v), _) => write_repr(out, v, ascii),
+                    (Arg::Dict, _) => item.write_dict_repr(out, ascii),
+                }
+                continue;
+            }
             let text = match spec.conversion {
                 's' | 'r' | 'a' => {
                     let ascii = spec.conversion == 'a';
@@ -333,9 +354,9 @@ impl PercentFormat {
                     )));
                 }
             };
-            pad(&mut out, &text, spec);
+            pad(out, &text, spec);
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -39,7 +39,14 @@ pub struct Object<'a> {
 /// Parses a document whose top level must be an object; `file` names it in
 /// errors, worded as [`crate::json::parse_object`] words them.
 pub fn parse_object<'a>(file: &str, bytes: &'a [u8]) -> Result<Object<'a>> {
-    let node: Node<'a> = serde_json::from_slice(bytes).map_err(|e| Error::Json {
+    // Text checked as UTF-8 once, as a whole, is not checked again string by
+    // string (a tenth of the parse); invalid UTF-8 is left to serde_json,
+    // whose error gives the position.
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    let node: Node<'a> = parsed.map_err(|e| Error::Json {
         file: file.to_string(),
         reason: e.to_string(),
     })?;
