@@ -167,10 +167,17 @@ pub struct Opened {
     pub fh: u64,
     /// A pool blob, immutable: the adapter may hand it to the kernel for
     /// passthrough reads.
-    pub backing: Option<File>,
+    pub backing: Option<BlobFile>,
     /// Reads must come to the daemon with their real sizes (generated files,
     /// whose size changes between generations under the same inode).
     pub direct_io: bool,
+}
+
+/// An open pool blob and the content it holds.
+#[derive(Debug)]
+pub struct BlobFile {
+    pub file: File,
+    pub sha256: String,
 }
 
 /// A file's content when the store is not the place to read it from.
@@ -979,7 +986,10 @@ impl StreamFs {
                         .blobs
                         .open(self.store.pool(), &f.blob.sha256)
                         .map_err(|e| refuse(e, "open", &path))?;
-                    let backing = file.try_clone().ok();
+                    let backing = file.try_clone().ok().map(|file| BlobFile {
+                        file,
+                        sha256: f.blob.sha256.clone(),
+                    });
                     Ok(Opened {
                         fh: self.new_handle(Handle::Read(file)),
                         backing,

@@ -31,10 +31,16 @@ pub struct FuseFs {
     caches: Arc<KernelCaches>,
 }
 
+/// The kernel accepts one backing file per inode at a time (a second one
+/// fails the open with EBUSY), so handles of an inode share its id, which
+/// stays registered while any of them is open.
 #[derive(Default)]
 struct Backing {
     by_handle: HashMap<u64, Arc<BackingId>>,
-    by_inode: HashMap<u64, Weak<BackingId>>,
+    /// The id of each inode with open handles, and the blob it stands for:
+    /// an inode's number is its path's, and a path removed, reaped and
+    /// inserted again names other content under the same number.
+    by_inode: HashMap<u64, (String, Weak<BackingId>)>,
 }
 
 impl FuseFs {
@@ -371,20 +377,39 @@ impl Filesystem for FuseFs {
             // (one of three per nginx request for a small file).
             fl |= FopenFlags::FOPEN_NOFLUSH;
         }
-        if let Some(file) = opened.backing {
+        if let Some(blob) = opened.backing {
             if self.passthrough {
                 let mut b = self.backing.lock().expect("backing lock");
-                let id = match b.by_inode.get(&ino.0).and_then(Weak::upgrade) {
-                    Some(id) => Ok(id),
-                    None => reply.open_backing(&file).map(Arc::new),
+                let live = b
+                    .by_inode
+                    .get(&ino.0)
+                    .and_then(|(sha, id)| Some((sha == &blob.sha256, id.upgrade()?)));
+                let id = match live {
+                    Some((true, id)) => Ok(Some(id)),
+                    // Older content is still open under this inode: its
+                    // backing file holds the wrong bytes, and the kernel
+                    // takes neither a second backing file nor an open
+                    // without passthrough for the inode (EINVAL) while
+                    // that lasts.
+                    Some((false, _)) => Ok(None),
+                    None => reply.open_backing(&blob.file).map(|id| Some(Arc::new(id))),
                 };
                 match id {
-                    Ok(id) => {
-                        b.by_inode.insert(ino.0, Arc::downgrade(&id));
+                    Ok(Some(id)) => {
+                        b.by_inode.insert(ino.0, (blob.sha256, Arc::downgrade(&id)));
                         b.by_handle.insert(opened.fh, id.clone());
                         drop(b);
                         reply.opened_passthrough(FileHandle(opened.fh), fl, &id);
                         return;
+                    }
+                    Ok(None) => {
+                        drop(b);
+                        let _ = self.fs.release(opened.fh);
+                        warn!(
+                            "refused open of inode {}: its path names new content while its earlier content is still open (a path removed, reaped and inserted again); it opens once those readers close",
+                            ino.0
+                        );
+                        return reply.error(Errno::EBUSY);
                     }
                     Err(e) => warn!("passthrough refused for inode {}: {e}", ino.0),
                 }
@@ -454,18 +479,22 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backing
-            .lock()
-            .expect("backing lock")
-            .by_handle
-            .remove(&fh.0);
+        {
+            let mut b = self.backing.lock().expect("backing lock");
+            if let Some(id) = b.by_handle.remove(&fh.0)
+                && Arc::strong_count(&id) == 1
+            {
+                // The inode's last handle with this id: see `Backing`.
+                b.by_inode.remove(&ino.0);
+            }
+        }
         match self.committing(|| self.fs.release(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),

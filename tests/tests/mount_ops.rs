@@ -332,3 +332,79 @@ fn a_child_closing_an_inherited_descriptor_does_not_insert_the_file_early() {
     assert_eq!(items[0]["size"], "11", "{products}");
     m.unmount();
 }
+
+/// Regression: the kernel takes one passthrough backing file per inode, and
+/// an inode's number is its path's. An item removed, reaped and inserted
+/// again beside the mount with other content, while a reader still held the
+/// old file open, served the old bytes to new opens. Now such an open is
+/// refused (EBUSY) until the old readers close, then serves the new bytes.
+#[test]
+fn an_item_inserted_again_with_other_content_never_serves_the_old_bytes() {
+    use std::io::Read;
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let rel = "noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+    let kernel = m.path().join("daily").join(rel);
+    std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+    std::fs::write(&kernel, b"old kernel").unwrap();
+    let mut old = std::fs::File::open(&kernel).unwrap();
+    std::fs::remove_file(&kernel).unwrap();
+    let mountctl = |args: &[&str]| {
+        let out = Command::new(mountctl_bin())
+            .arg("--store")
+            .arg(&s.store)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    // Reading the metadata commits the removal.
+    let _ = std::fs::read(m.path().join("daily/streams/v1/index.json")).unwrap();
+    mountctl(&["reap-orphans", "--now"]);
+    let build = s._dir.path().join("build");
+    std::fs::create_dir_all(build.join(rel).parent().unwrap()).unwrap();
+    std::fs::write(build.join(rel), b"new kernel, longer").unwrap();
+    mountctl(&["insert", build.to_str().unwrap(), "daily"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::read(&kernel) {
+            Ok(bytes) => panic!(
+                "opened while the old content is open: {:?}\n{}",
+                String::from_utf8_lossy(&bytes),
+                m.log_text()
+            ),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{e}\n{}",
+                    m.log_text()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    let mut held = Vec::new();
+    old.read_to_end(&mut held).unwrap();
+    assert_eq!(held, b"old kernel");
+    drop(old);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::read(&kernel) {
+            Ok(bytes) => {
+                assert_eq!(bytes, b"new kernel, longer");
+                break;
+            }
+            // The kernel sends RELEASE after close returns.
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{e}\n{}",
+                    m.log_text()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    m.unmount();
+}
