@@ -52,6 +52,11 @@ impl KernelCaches {
         for (ino, _) in kinds.iter().filter(|(_, is_dir)| !is_dir) {
             let _ = n.inval_inode(INodeNo(*ino), 0, 0);
         }
+        // A path whose item is another inode now (see `crate::inode`):
+        // its entry would lead the kernel to the old one for a minute.
+        for (parent, name) in fs.stale_entries() {
+            let _ = n.inval_entry(INodeNo(parent), std::ffi::OsStr::new(&name));
+        }
     }
 
     /// [`KernelCaches::sync`], for the inodes `kinds` (all known ones when

@@ -19,6 +19,7 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Invalid(_) => libc::EINVAL,
         FsError::Busy(_) => libc::EBUSY,
         FsError::BadHandle => libc::EBADF,
+        FsError::Stale => libc::ESTALE,
         FsError::Failed(_) => libc::EIO,
         FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         FsError::Core(c) => core_errno(c),

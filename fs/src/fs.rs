@@ -30,7 +30,7 @@ use streamfs_core::streams::filter::ItemFilter;
 use streamfs_core::{Error, timefmt};
 use tracing::{debug, info, warn};
 
-use crate::inode::{InodeTable, ROOT, ino_of};
+use crate::inode::{InodeTable, ItemStamp, ROOT, ino_of};
 use crate::verify::BlobVerifier;
 
 /// Why an operation failed; `errno.rs` maps it.
@@ -47,6 +47,8 @@ pub enum FsError {
     NotPermitted(String),
     Invalid(String),
     Busy(String),
+    /// An inode number that no longer stands for what its path holds.
+    Stale,
     BadHandle,
     /// The data or metadata written could not be inserted.
     Failed(String),
@@ -68,6 +70,7 @@ impl std::fmt::Display for FsError {
             | FsError::Busy(m)
             | FsError::Failed(m) => write!(f, "{m}"),
             FsError::BadHandle => write!(f, "bad file handle"),
+            FsError::Stale => write!(f, "stale inode: the path holds other content now"),
             FsError::Io(e) => write!(f, "{e}"),
             FsError::Core(e) => write!(f, "{e}"),
         }
@@ -724,6 +727,29 @@ impl StreamFs {
         }
     }
 
+    /// Item numbers given out whose path holds other content now (or
+    /// none), as (parent inode, name): the kernel's entries to drop.
+    pub fn stale_entries(&self) -> Vec<(u64, String)> {
+        let view = self.current();
+        self.inodes
+            .items()
+            .into_iter()
+            .filter(|(path, item)| {
+                !matches!(self.resolve(&view, path), Some(Node::Blob(f)) if f.blob.sha256 == item.sha256)
+            })
+            .map(|(path, _)| {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+                (ino_of(parent_of(&path)), name)
+            })
+            .collect()
+    }
+
+    /// Whether `path` still holds the content `item` stands for.
+    fn names_item(&self, path: &str, item: &ItemStamp) -> bool {
+        let view = self.current();
+        matches!(self.resolve(&view, path), Some(Node::Blob(f)) if f.blob.sha256 == item.sha256)
+    }
+
     fn path_of(&self, ino: u64) -> FsResult<String> {
         self.inodes.path(ino).ok_or(FsError::NotFound)
     }
@@ -768,8 +794,23 @@ impl StreamFs {
         None
     }
 
+    /// The inode number of `node` at `path` (see [`crate::inode`]).
+    fn ino_for(&self, path: &str, node: &Node) -> u64 {
+        match node {
+            Node::Blob(f) => self.inodes.register_item(
+                path,
+                ItemStamp {
+                    sha256: f.blob.sha256.clone(),
+                    size: f.blob.size,
+                    mtime: f.mtime,
+                },
+            ),
+            _ => self.inodes.register(path),
+        }
+    }
+
     fn attr_of(&self, view: &View, path: &str, node: &Node) -> Attr {
-        let ino = self.inodes.register(path);
+        let ino = self.ino_for(path, node);
         let (uid, gid) = self.owner;
         let base = Attr {
             ino,
@@ -842,7 +883,28 @@ impl StreamFs {
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
-        let path = self.path_of(ino)?;
+        let (path, item) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        if let Some(item) = item
+            && !self.names_item(&path, &item)
+        {
+            // An item number whose path came to name other content (or
+            // none): files open on it keep their attributes (`fstat` asks
+            // without a handle). The kernel's entry for the path is dropped
+            // by the generation watcher (`stale_entries`), so a lookup by
+            // path finds the new content.
+            let _ = fh;
+            let (uid, gid) = self.owner;
+            return Ok(Attr {
+                ino,
+                kind: Kind::File,
+                size: item.size,
+                mtime: item.mtime,
+                perm: 0o444,
+                uid,
+                gid,
+                ttl_secs: 0,
+            });
+        }
         if let Some(fh) = fh
             && let Some(h) = self.handle(fh)
         {
@@ -908,7 +970,12 @@ impl StreamFs {
             (self.inodes.register(&parent), Kind::Dir, "..".to_string()),
         ];
         for (n, k) in names {
-            out.push((self.inodes.register(&join(&path, &n)), k, n));
+            let child = join(&path, &n);
+            let ino = match (k, self.resolve(&view, &child)) {
+                (Kind::File, Some(node)) => self.ino_for(&child, &node),
+                _ => self.inodes.register(&child),
+            };
+            out.push((ino, k, n));
         }
         Ok(out)
     }
@@ -961,10 +1028,16 @@ impl StreamFs {
     }
 
     pub fn open(&self, caller: Caller, ino: u64, mode: OpenMode) -> FsResult<Opened> {
-        let path = self.path_of(ino)?;
+        let (path, item) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
         self.flush_before_metadata(&path);
         let view = self.current();
         let node = self.resolve(&view, &path).ok_or(FsError::NotFound)?;
+        if let (Some(item), Node::Blob(f)) = (&item, &node)
+            && f.blob.sha256 != item.sha256
+        {
+            // The kernel looks the path up again and opens its new inode.
+            return Err(FsError::Stale);
+        }
         if !mode.write {
             // rsync reads its staging file back before the rename.
             let parked = match self.work.lock().expect("work lock").parked.get(&path) {

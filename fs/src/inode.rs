@@ -1,10 +1,15 @@
 //! Inode numbers.
 //!
 //! An inode number is a hash of the node's path in the mount (stream name
-//! included), so it is the same after an unmount and remount, on every host
-//! serving the same store, without any table on disk: `find`, `rsync -H`,
-//! `tar` and nginx's open file cache see stable identities. The table kept
-//! here only maps numbers the kernel was given back to their paths.
+//! included) and, for an item, of its content's sha256, so it is the same
+//! after an unmount and remount, on every host serving the same store,
+//! without any table on disk: `find`, `rsync -H`, `tar` and nginx's open
+//! file cache see stable identities. An item's path can come to name other
+//! content (removed, reaped, inserted again); the new content is then
+//! another inode, so that nothing keyed by inode (the kernel's passthrough
+//! backing file, nginx's cached descriptors) goes on serving the old bytes
+//! for it. The table kept here maps numbers the kernel was given back to
+//! their paths, and item numbers to the content they stand for.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,55 +25,124 @@ pub fn ino_of(path: &str) -> u64 {
     if path.is_empty() {
         return ROOT;
     }
+    fnv(&[path.as_bytes()])
+}
+
+/// The inode number of the item at `path` holding the blob `sha256`.
+pub fn item_ino(path: &str, sha256: &str) -> u64 {
+    fnv(&[path.as_bytes(), b"\0", sha256.as_bytes()])
+}
+
+fn fnv(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in path.as_bytes() {
+    for b in parts.iter().flat_map(|p| p.iter()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     if h <= ROOT { h + 2 } else { h }
 }
 
-/// Inode numbers handed to the kernel and the paths they stand for.
+/// The content an item's inode number stands for, as it was when the
+/// number was given out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemStamp {
+    pub sha256: String,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    path: String,
+    item: Option<ItemStamp>,
+}
+
+/// Inode numbers handed to the kernel and what they stand for.
 #[derive(Debug, Default)]
 pub struct InodeTable {
-    paths: Mutex<HashMap<u64, String>>,
+    entries: Mutex<HashMap<u64, Entry>>,
 }
 
 impl InodeTable {
-    /// Records `path` and returns its number.
+    /// Records `path` (a directory, a generated file, a file being written)
+    /// and returns its number.
     pub fn register(&self, path: &str) -> u64 {
         let ino = ino_of(path);
-        if ino == ROOT {
-            return ino;
-        }
-        let mut m = self.paths.lock().expect("inode table lock");
-        if let Some(old) = m.insert(ino, path.to_string())
-            && old != path
-        {
-            tracing::warn!(ino, old, new = path, "inode number collision");
+        if ino != ROOT {
+            self.record(ino, path, None);
         }
         ino
     }
 
+    /// Records the item at `path` holding `item` and returns its number.
+    pub fn register_item(&self, path: &str, item: ItemStamp) -> u64 {
+        let ino = item_ino(path, &item.sha256);
+        self.record(ino, path, Some(item));
+        ino
+    }
+
+    fn record(&self, ino: u64, path: &str, item: Option<ItemStamp>) {
+        let mut m = self.entries.lock().expect("inode table lock");
+        match m.get_mut(&ino) {
+            Some(e) if e.path == path => {
+                if item.is_some() {
+                    e.item = item;
+                }
+            }
+            Some(e) => {
+                tracing::warn!(ino, old = e.path, new = path, "inode number collision");
+                *e = Entry {
+                    path: path.to_string(),
+                    item,
+                };
+            }
+            None => {
+                m.insert(
+                    ino,
+                    Entry {
+                        path: path.to_string(),
+                        item,
+                    },
+                );
+            }
+        }
+    }
+
     /// The path of a number given out earlier.
     pub fn path(&self, ino: u64) -> Option<String> {
+        self.get(ino).map(|(p, _)| p)
+    }
+
+    /// The path of a number given out earlier, and for an item the content
+    /// it stands for.
+    pub fn get(&self, ino: u64) -> Option<(String, Option<ItemStamp>)> {
         if ino == ROOT {
-            return Some(String::new());
+            return Some((String::new(), None));
         }
-        self.paths
+        self.entries
             .lock()
             .expect("inode table lock")
             .get(&ino)
-            .cloned()
+            .map(|e| (e.path.clone(), e.item.clone()))
+    }
+
+    /// Every item number given out: its path and content.
+    pub fn items(&self) -> Vec<(String, ItemStamp)> {
+        self.entries
+            .lock()
+            .expect("inode table lock")
+            .values()
+            .filter_map(|e| Some((e.path.clone(), e.item.clone()?)))
+            .collect()
     }
 
     /// Every number given out (for cache invalidation).
     pub fn all(&self) -> Vec<(u64, String)> {
-        self.paths
+        self.entries
             .lock()
             .expect("inode table lock")
             .iter()
-            .map(|(i, p)| (*i, p.clone()))
+            .map(|(i, e)| (*i, e.path.clone()))
             .collect()
     }
 }
@@ -76,6 +150,23 @@ impl InodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item_numbers_depend_on_the_path_and_the_content() {
+        let p = "daily/noble/amd64/20250101/squashfs";
+        let a = item_ino(p, &"a".repeat(64));
+        assert_eq!(a, item_ino(p, &"a".repeat(64)));
+        assert_ne!(a, item_ino(p, &"b".repeat(64)));
+        assert_ne!(a, ino_of(p));
+        let t = InodeTable::default();
+        let stamp = ItemStamp {
+            sha256: "a".repeat(64),
+            size: 3,
+            mtime: 7,
+        };
+        assert_eq!(t.register_item(p, stamp.clone()), a);
+        assert_eq!(t.get(a), Some((p.to_string(), Some(stamp))));
+    }
 
     #[test]
     fn numbers_depend_only_on_the_path() {
