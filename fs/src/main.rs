@@ -134,6 +134,7 @@ fn run(
             opts.ignored.join(",")
         );
     }
+    raise_open_file_limit();
     let mut cfg = Config::default();
     if fs.read_only() {
         warn!(
@@ -294,6 +295,28 @@ fn unmount(mnt: &Path) {
                 mnt.display(),
                 std::io::Error::last_os_error()
             );
+        }
+    }
+}
+
+/// Every open file of the mount is a descriptor of the daemon's (its pool
+/// blob), and a web server caching descriptors (nginx's `open_file_cache`)
+/// keeps thousands open: the soft limit on open files (often 1024) is
+/// raised to the hard one, as the limit is meant to be used.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!("open files limit raised from {soft} to {}", lim.rlim_max);
         }
     }
 }
