@@ -879,7 +879,29 @@ impl StreamFs {
 
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.path_of(parent)?;
-        self.stat_path(&join(&p, name))
+        let path = join(&p, name);
+        if self.is_unfinished_doc(&path) {
+            return Err(FsError::NotFound);
+        }
+        self.stat_path(&path)
+    }
+
+    /// A document being written into `streams/v1/` under a name the mount
+    /// does not generate. Each writer's document is its own (merged at its
+    /// close), so lookups do not see it: when two builds are copied at once,
+    /// the second `cp` (which saw no such file, then opens it with
+    /// `O_CREAT|O_EXCL`) reaches `create` and writes a document of its own,
+    /// where a visible name would make the kernel fail its open with EEXIST.
+    fn is_unfinished_doc(&self, path: &str) -> bool {
+        if !split(path).is_some_and(|p| is_v1(p.rel)) {
+            return false;
+        }
+        let view = self.current();
+        if !matches!(self.resolve(&view, path), Some(Node::Pending(_))) {
+            return false;
+        }
+        let w = self.work.lock().expect("work lock");
+        w.meta_writers.contains_key(path) && !w.parked.contains_key(path)
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {

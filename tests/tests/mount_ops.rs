@@ -396,3 +396,28 @@ fn an_item_inserted_again_with_other_content_never_serves_the_old_bytes() {
     drop(old);
     m.unmount();
 }
+
+/// Regression: two builds copied at once each write a products file of the
+/// same name into `streams/v1/`. The second `cp`, which had seen no such
+/// file, opens it with `O_CREAT|O_EXCL`, and the kernel failed that open
+/// with EEXIST because the first writer's document was visible.
+#[test]
+fn two_writers_of_the_same_document_name_each_get_their_own() {
+    let Some(s) = setup() else { return };
+    let m = Mount::new(&s.store);
+    let doc = m
+        .path()
+        .join("daily/streams/v1/com.example:build:v1:download.json");
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&doc)
+    };
+    let first = create().unwrap();
+    let second = create();
+    assert!(second.is_ok(), "{second:?}\n{}", m.log_text());
+    drop(second);
+    drop(first);
+    m.unmount();
+}
