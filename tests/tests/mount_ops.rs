@@ -421,3 +421,48 @@ fn two_writers_of_the_same_document_name_each_get_their_own() {
     drop(first);
     m.unmount();
 }
+
+/// A second, read-only mount of the same store, for serving (README: nginx
+/// and rsync read it without the attribute round trip that the kernel
+/// forces on a read-write FUSE mount after each read), shows what is
+/// inserted and removed through the read-write one, and refuses writes.
+#[test]
+fn a_read_only_mount_beside_a_read_write_one_follows_its_changes() {
+    let Some(s) = setup() else { return };
+    let rw = Mount::new(&s.store);
+    let ro = Mount::with_options(&s.store, &["ro"]);
+    let version = "daily/noble/amd64/20250101";
+    let kernel = format!("{version}/ga-24.04/generic/boot-kernel");
+    std::fs::create_dir_all(rw.path().join(&kernel).parent().unwrap()).unwrap();
+    std::fs::write(rw.path().join(&kernel), b"kernel").unwrap();
+    let index = "daily/streams/v1/index.json";
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}\n{}",
+                ro.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for("the insert shows through the read-only mount", &|| {
+        std::fs::read(ro.path().join(&kernel)).is_ok_and(|b| b == b"kernel")
+            && std::fs::read(ro.path().join(index)).ok()
+                == std::fs::read(rw.path().join(index)).ok()
+    });
+    let refused = std::fs::write(ro.path().join(&kernel), b"other").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    ok(&format!("rm -r {}", q(&rw.path().join(version))));
+    let products = format!("daily/streams/v1/{DAILY_PRODUCTS}");
+    wait_for("the removal shows through the read-only mount", &|| {
+        !std::fs::read_dir(ro.path().join("daily/noble/amd64"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name() == "20250101")
+            && std::fs::read(ro.path().join(&products)).ok()
+                == std::fs::read(rw.path().join(&products)).ok()
+    });
+    ro.unmount();
+    rw.unmount();
+}
