@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 
 use fuser::{INodeNo, Notifier};
 
-use crate::fs::StreamFs;
+use crate::fs::{Known, StreamFs};
 
 #[derive(Default)]
 pub struct KernelCaches {
@@ -47,21 +47,21 @@ impl KernelCaches {
         let Some(n) = self.notifier.get() else {
             return;
         };
-        let kinds = fs.known_inode_kinds();
-        self.drop_listings(fs, Some(&kinds));
-        for (ino, _) in kinds.iter().filter(|(_, is_dir)| !is_dir) {
-            let _ = n.inval_inode(INodeNo(*ino), 0, 0);
-        }
-        // A path whose item is another inode now (see `crate::inode`):
-        // its entry would lead the kernel to the old one for a minute.
-        for (parent, name) in fs.stale_entries() {
-            let _ = n.inval_entry(INodeNo(parent), std::ffi::OsStr::new(&name));
+        let known = fs.known_inodes();
+        self.drop_listings(fs, Some(&known));
+        for (ino, k) in &known {
+            if *k != Known::Dir {
+                let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+            }
+            if let Known::StaleItem { parent, name } = k {
+                let _ = n.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name));
+            }
         }
     }
 
-    /// [`KernelCaches::sync`], for the inodes `kinds` (all known ones when
+    /// [`KernelCaches::sync`], for the inodes `known` (all known ones when
     /// None).
-    fn drop_listings(&self, fs: &StreamFs, kinds: Option<&[(u64, bool)]>) {
+    fn drop_listings(&self, fs: &StreamFs, known: Option<&[(u64, Known)]>) {
         let Some(n) = self.notifier.get() else {
             return;
         };
@@ -70,18 +70,18 @@ impl KernelCaches {
         if g <= *dropped_for {
             return;
         }
-        let known;
-        let kinds = match kinds {
+        let all;
+        let known = match known {
             Some(k) => k,
             None => {
-                known = fs.known_inode_kinds();
-                &known
+                all = fs.known_inodes();
+                &all
             }
         };
-        for (ino, is_dir) in kinds {
+        for (ino, k) in known {
             // Offset 0 drops a directory's cached listing with its
             // attributes; a negative offset drops only the attributes.
-            let offset = if *is_dir { 0 } else { -1 };
+            let offset = if *k == Known::Dir { 0 } else { -1 };
             let _ = n.inval_inode(INodeNo(*ino), offset, 0);
         }
         *dropped_for = g;

@@ -176,6 +176,21 @@ pub struct Opened {
     pub direct_io: bool,
 }
 
+/// What an inode handed to the kernel is now (see
+/// [`StreamFs::known_inodes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Known {
+    Dir,
+    File,
+    /// An item number whose path holds other content now, or none (see
+    /// [`crate::inode`]): the kernel's entry for the path, in directory
+    /// `parent`, would lead to it for a minute.
+    StaleItem {
+        parent: u64,
+        name: String,
+    },
+}
+
 /// An open pool blob and the content it holds.
 #[derive(Debug)]
 pub struct BlobFile {
@@ -485,15 +500,26 @@ impl StreamFs {
         }
     }
 
-    /// Every (inode, path) the kernel may hold, for cache invalidation.
-    /// Every inode handed to the kernel, and whether it is a directory now
-    /// (a path that resolves to nothing counts as a file).
-    pub fn known_inode_kinds(&self) -> Vec<(u64, bool)> {
+    /// Every inode handed to the kernel and what it is now, for cache
+    /// invalidation.
+    pub fn known_inodes(&self) -> Vec<(u64, Known)> {
         let view = self.current();
         self.inodes
             .all()
             .into_iter()
-            .map(|(ino, path)| (ino, matches!(self.resolve(&view, &path), Some(Node::Dir))))
+            .map(|(ino, path, item)| {
+                let known = match (item, self.resolve(&view, &path)) {
+                    (Some(i), Some(Node::Blob(f))) if f.blob.sha256 == i.sha256 => Known::File,
+                    (Some(_), _) => Known::StaleItem {
+                        parent: ino_of(parent_of(&path)),
+                        name: path.rsplit('/').next().unwrap_or(&path).to_string(),
+                    },
+                    (None, Some(Node::Dir)) => Known::Dir,
+                    // A path that resolves to nothing counts as a file.
+                    (None, _) => Known::File,
+                };
+                (ino, known)
+            })
             .collect()
     }
 
@@ -727,29 +753,6 @@ impl StreamFs {
         }
     }
 
-    /// Item numbers given out whose path holds other content now (or
-    /// none), as (parent inode, name): the kernel's entries to drop.
-    pub fn stale_entries(&self) -> Vec<(u64, String)> {
-        let view = self.current();
-        self.inodes
-            .items()
-            .into_iter()
-            .filter(|(path, item)| {
-                !matches!(self.resolve(&view, path), Some(Node::Blob(f)) if f.blob.sha256 == item.sha256)
-            })
-            .map(|(path, _)| {
-                let name = path.rsplit('/').next().unwrap_or(&path).to_string();
-                (ino_of(parent_of(&path)), name)
-            })
-            .collect()
-    }
-
-    /// Whether `path` still holds the content `item` stands for.
-    fn names_item(&self, path: &str, item: &ItemStamp) -> bool {
-        let view = self.current();
-        matches!(self.resolve(&view, path), Some(Node::Blob(f)) if f.blob.sha256 == item.sha256)
-    }
-
     fn path_of(&self, ino: u64) -> FsResult<String> {
         self.inodes.path(ino).ok_or(FsError::NotFound)
     }
@@ -906,40 +909,38 @@ impl StreamFs {
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
         let (path, item) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        let now = self.stat_path(&path);
         if let Some(item) = item
-            && !self.names_item(&path, &item)
+            && now.as_ref().map_or(true, |a| a.ino != ino)
         {
             // An item number whose path came to name other content (or
             // none): files open on it keep their attributes (`fstat` asks
             // without a handle). The kernel's entry for the path is dropped
-            // by the generation watcher (`stale_entries`), so a lookup by
-            // path finds the new content.
-            let _ = fh;
-            let (uid, gid) = self.owner;
-            return Ok(Attr {
-                ino,
-                kind: Kind::File,
-                size: item.size,
+            // by the generation watcher (`Known::StaleItem`), so a lookup
+            // by path finds the new content.
+            let node = Node::Blob(FileInfo {
+                blob: BlobRef {
+                    sha256: item.sha256,
+                    size: item.size,
+                },
                 mtime: item.mtime,
-                perm: 0o444,
-                uid,
-                gid,
+            });
+            let attr = self.attr_of(&self.current(), &path, &node);
+            return Ok(Attr {
                 ttl_secs: 0,
+                ..attr
             });
         }
+        let mut attr = now?;
+        // An open generated file reports the size of the generation it
+        // opened.
         if let Some(fh) = fh
             && let Some(h) = self.handle(fh)
+            && let Handle::Read(f) = &*h.lock().expect("handle lock")
         {
-            // An open generated file reports the size of the generation it
-            // opened.
-            if let Handle::Read(f) = &*h.lock().expect("handle lock")
-                && let Ok(mut a) = self.stat_path(&path)
-            {
-                a.size = f.metadata()?.len();
-                return Ok(a);
-            }
+            attr.size = f.metadata()?.len();
         }
-        self.stat_path(&path)
+        Ok(attr)
     }
 
     /// Directory entries (`.` and `..` included): (inode, kind, name).
@@ -1907,7 +1908,6 @@ impl StreamFs {
 
     /// The inode number of a mount path, registering it.
     pub fn ino(&self, path: &str) -> u64 {
-        let _ = ino_of(path);
         self.inodes.register(path)
     }
 }

@@ -38,8 +38,9 @@ pub struct FuseFs {
 struct Backing {
     by_handle: HashMap<u64, Arc<BackingId>>,
     /// The id of each inode with open handles, and the blob it stands for:
-    /// an inode's number is its path's, and a path removed, reaped and
-    /// inserted again names other content under the same number.
+    /// an item's number follows its content, but a file opened through the
+    /// number it was created under (its path's) names whatever the path
+    /// holds, which can change while an earlier open lasts.
     by_inode: HashMap<u64, (String, Weak<BackingId>)>,
 }
 

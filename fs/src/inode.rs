@@ -83,28 +83,17 @@ impl InodeTable {
 
     fn record(&self, ino: u64, path: &str, item: Option<ItemStamp>) {
         let mut m = self.entries.lock().expect("inode table lock");
-        match m.get_mut(&ino) {
-            Some(e) if e.path == path => {
-                if item.is_some() {
-                    e.item = item;
-                }
-            }
-            Some(e) => {
-                tracing::warn!(ino, old = e.path, new = path, "inode number collision");
-                *e = Entry {
-                    path: path.to_string(),
-                    item,
-                };
-            }
-            None => {
-                m.insert(
-                    ino,
-                    Entry {
-                        path: path.to_string(),
-                        item,
-                    },
-                );
-            }
+        let e = m.entry(ino).or_insert_with(|| Entry {
+            path: path.to_string(),
+            item: None,
+        });
+        if e.path != path {
+            tracing::warn!(ino, old = e.path, new = path, "inode number collision");
+            e.path = path.to_string();
+            e.item = None;
+        }
+        if item.is_some() {
+            e.item = item;
         }
     }
 
@@ -126,23 +115,14 @@ impl InodeTable {
             .map(|e| (e.path.clone(), e.item.clone()))
     }
 
-    /// Every item number given out: its path and content.
-    pub fn items(&self) -> Vec<(String, ItemStamp)> {
-        self.entries
-            .lock()
-            .expect("inode table lock")
-            .values()
-            .filter_map(|e| Some((e.path.clone(), e.item.clone()?)))
-            .collect()
-    }
-
-    /// Every number given out (for cache invalidation).
-    pub fn all(&self) -> Vec<(u64, String)> {
+    /// Every number given out, with its path and, for an item, its
+    /// content (for cache invalidation).
+    pub fn all(&self) -> Vec<(u64, String, Option<ItemStamp>)> {
         self.entries
             .lock()
             .expect("inode table lock")
             .iter()
-            .map(|(i, e)| (*i, e.path.clone()))
+            .map(|(i, e)| (*i, e.path.clone(), e.item.clone()))
             .collect()
     }
 }

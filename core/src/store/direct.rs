@@ -21,7 +21,7 @@ use std::path::Path;
 
 /// Offsets, lengths and buffer addresses of direct writes are multiples of
 /// this: the largest logical block size in common use.
-const ALIGN: usize = 4096;
+pub(super) const ALIGN: usize = 4096;
 /// Bytes gathered before a direct write (4 MiB measured fastest here; 1 MiB
 /// writes ran about a third slower).
 pub(super) const CHUNK: usize = 4 << 20;

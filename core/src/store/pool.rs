@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::direct::DirectAppender;
+use super::direct::{ALIGN, DirectAppender};
 use super::fsutil::sync_dir;
 use crate::error::{Error, IoContext, Result};
 
@@ -112,8 +112,7 @@ impl Pool {
             hashed: 0,
             len: 0,
             sequential: true,
-            appender: None,
-            direct: true,
+            gather: Gather::Unused,
             failed: None,
         })
     }
@@ -358,15 +357,22 @@ pub struct BlobWriter {
     hashed: u64,
     len: u64,
     sequential: bool,
-    /// Sequential data not yet in the file, gathered for direct writes (see
-    /// [`super::direct`]).
-    appender: Option<Box<DirectAppender>>,
-    /// Whether sequential appends may still go through an appender: not
-    /// after the data was read back, truncated or written out of order.
-    direct: bool,
+    gather: Gather,
     /// The errno of a write that failed (a full disk): the staged file may
     /// hold part of that write, so it is never finished into a blob.
     failed: Option<i32>,
+}
+
+/// Whether sequential appends are gathered for direct writes (see
+/// [`super::direct`]).
+enum Gather {
+    /// Not yet: no large append so far.
+    Unused,
+    /// Appends not yet in the file.
+    Active(Box<DirectAppender>),
+    /// Never again for this blob: its data was read back, truncated or
+    /// written out of order.
+    Off,
 }
 
 impl BlobWriter {
@@ -389,17 +395,20 @@ impl BlobWriter {
         Ok(&self.file)
     }
 
-    /// Writes out what an appender holds and stops using one for this blob.
+    /// Writes out what is gathered and stops gathering for this blob.
     fn settle(&mut self) -> Result<()> {
-        self.direct = false;
-        if let Some(a) = self.appender.take() {
-            let path = self.path.clone().expect("present until finished");
-            if let Err(e) = a.drain(&path, &self.file) {
-                self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
-                return Err(Error::io(&path, e));
-            }
+        if let Gather::Active(a) = std::mem::replace(&mut self.gather, Gather::Off)
+            && let Err(e) = a.drain(self.staging_path(), &self.file)
+        {
+            return Err(self.fail(e));
         }
         Ok(())
+    }
+
+    /// Records a failed write (see `failed`) and names the staging file.
+    fn fail(&mut self, e: std::io::Error) -> Error {
+        self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
+        Error::io(self.staging_path(), e)
     }
 
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
@@ -449,33 +458,32 @@ impl BlobWriter {
     }
 
     fn write_file(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        let path = self.path.clone().expect("present until finished");
         if let Some(code) = self.failed {
             // Data after a failed write could never be finished into a blob.
-            return Err(Error::io(&path, std::io::Error::from_raw_os_error(code)));
+            let e = std::io::Error::from_raw_os_error(code);
+            return Err(Error::io(self.staging_path(), e));
         }
-        let appending = offset == self.len && self.sequential && self.direct;
+        let appending = offset == self.len && self.sequential;
         if appending
-            && self.appender.is_none()
+            && matches!(self.gather, Gather::Unused)
             && data.len() >= DIRECT_MIN
-            && offset.is_multiple_of(4096)
+            && offset.is_multiple_of(ALIGN as u64)
         {
-            self.appender = Some(Box::new(DirectAppender::new(offset)));
+            self.gather = Gather::Active(Box::new(DirectAppender::new(offset)));
         }
-        if let Some(a) = self.appender.as_mut().filter(|_| appending) {
+        if appending && let Gather::Active(a) = &mut self.gather {
             debug_assert_eq!(a.end(), offset);
-            if let Err(e) = a.push(&path, &self.file, data) {
-                self.appender = None;
-                self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
-                return Err(Error::io(&path, e));
+            let path = self.path.as_deref().expect("present until finished");
+            if let Err(e) = a.push(path, &self.file, data) {
+                self.gather = Gather::Off;
+                return Err(self.fail(e));
             }
             self.len += data.len() as u64;
             return Ok(());
         }
         self.settle()?;
         if let Err(e) = self.file.write_all_at(data, offset) {
-            self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
-            return Err(Error::io(&path, e));
+            return Err(self.fail(e));
         }
         self.len = self.len.max(offset + data.len() as u64);
         Ok(())
@@ -499,13 +507,11 @@ impl BlobWriter {
 
     /// Truncates or extends the staged data (`open(O_TRUNC)`, `ftruncate`).
     pub fn set_len(&mut self, len: u64) -> Result<()> {
-        let path = self.path.clone().expect("present until finished");
         if len != self.len {
             self.settle()?;
         }
         if let Err(e) = self.file.set_len(len) {
-            self.failed = Some(e.raw_os_error().unwrap_or(libc_eio()));
-            return Err(Error::io(&path, e));
+            return Err(self.fail(e));
         }
         if len < self.hashed || len > self.len {
             self.sequential = len == 0;

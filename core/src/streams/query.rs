@@ -98,19 +98,17 @@ struct Select<'a> {
     printer: Printer,
 }
 
-/// Where items are printed: lines are formatted straight into `text`,
-/// which is written to `spill` as it fills (the query's own output) or kept
-/// whole (a thread's part, written out once every earlier part is).
-struct Sink<'s> {
+/// What a run of products printed: lines are formatted straight into
+/// `text`, which is kept until every earlier run is written out (runs are
+/// printed by several threads for large documents).
+#[derive(Default)]
+struct Printed {
     text: String,
-    spill: Option<&'s mut dyn Write>,
-    err: &'s mut dyn Write,
-    json: &'s mut Vec<Value>,
+    err: Vec<u8>,
+    json: Vec<Value>,
 }
 
-impl Sink<'_> {
-    const SPILL_AT: usize = 1 << 16;
-
+impl Printed {
     /// `FMT % item` as the next line; nothing of it is left on an error.
     fn format(&mut self, fmt: &PercentFormat, item: &Flat) -> Result<(), FormatError> {
         let start = self.text.len();
@@ -126,21 +124,10 @@ impl Sink<'_> {
         }
     }
 
-    /// After an item's text: spills when full.
-    fn end_item(&mut self) -> Result<()> {
-        if self.text.len() >= Self::SPILL_AT {
-            self.spill()?;
-        }
-        Ok(())
-    }
-
-    /// Writes what `text` holds to `spill`, if there is one.
-    fn spill(&mut self) -> Result<()> {
-        if let Some(out) = self.spill.as_mut() {
-            out.write_all(self.text.as_bytes()).at(STDOUT)?;
-            self.text.clear();
-        }
-        Ok(())
+    fn clear(&mut self) {
+        self.text.clear();
+        self.err.clear();
+        self.json.clear();
     }
 }
 
@@ -152,26 +139,21 @@ const PARALLEL_MIN_PRODUCTS: usize = 16;
 /// products of unequal size, large enough that handing out costs nothing.
 const PRODUCTS_PER_CHUNK: usize = 8;
 
-/// What a thread printed of a run of products, kept until every earlier
-/// run is written out.
-struct Chunk {
-    printed: Result<()>,
-    out: String,
-    err: Vec<u8>,
-    json: Vec<Value>,
-}
-
-/// Runs `work(0..n)` on `workers` threads and hands each result to `take`
-/// in index order, on the calling thread, as soon as the results before it
-/// were taken. The first error `take` returns stops the work (results not
-/// taken yet are dropped) and is returned.
+/// Runs `work(0..n)` on `workers` threads (on the calling one when fewer
+/// than two) and hands each result to `take` in index order, on the calling
+/// thread, as soon as the results before it were taken. The first error
+/// `take` returns stops the work (results not taken yet are dropped) and is
+/// returned.
 fn in_order<T: Send>(
     workers: usize,
     n: usize,
     work: impl Fn(usize) -> T + Sync,
-    mut take: impl FnMut(usize, T) -> Result<()>,
+    mut take: impl FnMut(T) -> Result<()>,
 ) -> Result<()> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if workers < 2 {
+        return (0..n).try_for_each(|i| take(work(i)));
+    }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -195,7 +177,7 @@ fn in_order<T: Send>(
             for (i, r) in &rx {
                 early.insert(i, r);
                 while let Some(r) = early.remove(&want) {
-                    take(want, r)?;
+                    take(r)?;
                     want += 1;
                 }
             }
@@ -444,24 +426,12 @@ impl<'a> Query<'a> {
             aliases,
             top: &top_level,
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        if threads < 2 || products.len() < PARALLEL_MIN_PRODUCTS {
-            for &(pname, product) in &products {
-                check_product(file, pname, product)?;
-            }
-            let mut sink = Sink {
-                text: String::with_capacity(Sink::SPILL_AT + 4096),
-                spill: Some(&mut *self.out),
-                err: &mut *self.err,
-                json: &mut self.json,
-            };
-            let printed = self.select.run(&doc, &products, &mut sink);
-            // What was printed before an error stays printed.
-            sink.spill()?;
-            return printed;
-        }
+        let workers = if products.len() < PARALLEL_MIN_PRODUCTS {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        };
         let chunks: Vec<_> = products.chunks(PRODUCTS_PER_CHUNK).collect();
-        let workers = threads.min(chunks.len());
         // Every product is checked before anything of the document is
         // printed; the first failure in document order is the error.
         in_order(
@@ -472,24 +442,25 @@ impl<'a> Query<'a> {
                     .iter()
                     .try_for_each(|&(pname, product)| check_product(file, pname, product))
             },
-            |_, checked| checked,
+            |checked| checked,
         )?;
-        // Buffers written out are handed back for the next runs of products.
-        let spare = std::sync::Mutex::new(Vec::<String>::new());
+        // What was printed before an error stays printed. Buffers written
+        // out are handed back for the next runs of products.
+        let spare = std::sync::Mutex::new(Vec::<Printed>::new());
         in_order(
             workers,
             chunks.len(),
             |i| {
-                let text = spare.lock().expect("buffers").pop().unwrap_or_default();
-                self.select.chunk(&doc, chunks[i], text)
+                let mut run = spare.lock().expect("buffers").pop().unwrap_or_default();
+                (self.select.run(&doc, chunks[i], &mut run), run)
             },
-            |_, mut c: Chunk| {
-                self.out.write_all(c.out.as_bytes()).at(STDOUT)?;
-                self.err.write_all(&c.err).at(STDERR)?;
-                self.json.append(&mut c.json);
-                c.out.clear();
-                spare.lock().expect("buffers").push(c.out);
-                c.printed
+            |(printed, mut run)| {
+                self.out.write_all(run.text.as_bytes()).at(STDOUT)?;
+                self.err.write_all(&run.err).at(STDERR)?;
+                self.json.append(&mut run.json);
+                run.clear();
+                spare.lock().expect("buffers").push(run);
+                printed
             },
         )
     }
@@ -552,42 +523,18 @@ struct Doc<'d, 'x> {
 }
 
 impl Select<'_> {
-    /// Prints a run of products into `text` and buffers of its own (a
-    /// thread's part).
-    fn chunk<'d>(
-        &self,
-        doc: &Doc<'d, '_>,
-        products: &[(&'d str, &'d Node<'d>)],
-        text: String,
-    ) -> Chunk {
-        let (mut err, mut json) = (Vec::new(), Vec::new());
-        let mut sink = Sink {
-            text,
-            spill: None,
-            err: &mut err,
-            json: &mut json,
-        };
-        let printed = self.run(doc, products, &mut sink);
-        Chunk {
-            printed,
-            out: sink.text,
-            err,
-            json,
-        }
-    }
-
     /// Prints a run of products, in order.
     fn run<'d>(
         &self,
         doc: &Doc<'d, '_>,
         products: &[(&'d str, &'d Node<'d>)],
-        sink: &mut Sink,
+        out: &mut Printed,
     ) -> Result<()> {
         let prerender = matches!(&self.printer, Printer::Format(f, _) if f.renders_item());
         let mut top = Flat::default();
         top.add_level(doc.top);
         for &(pname, product) in products {
-            self.product(doc, &top, pname, product, prerender, sink)?;
+            self.product(doc, &top, pname, product, prerender, out)?;
         }
         Ok(())
     }
@@ -599,7 +546,7 @@ impl Select<'_> {
         pname: &'d str,
         product: &'d Node<'d>,
         prerender: bool,
-        sink: &mut Sink,
+        out: &mut Printed,
     ) -> Result<()> {
         let aliases = doc.aliases;
         let Some(product) = product.as_object() else {
@@ -654,22 +601,23 @@ impl Select<'_> {
             for mut sel in items {
                 let what = || format!("product {pname} version {vname} item {}", sel.name);
                 add_item_url(doc.file, &what, &mut sel.flat, sel.own_path, doc.mirror)?;
-                self.print(&sel.flat, sink)?;
+                self.print(&sel.flat, out)?;
             }
         }
         Ok(())
     }
 
-    fn print(&self, item: &Flat, sink: &mut Sink) -> Result<()> {
+    fn print(&self, item: &Flat, out: &mut Printed) -> Result<()> {
         match &self.printer {
-            Printer::Format(fmt, text) => match sink.format(fmt, item) {
-                Ok(()) => sink.end_item(),
+            Printer::Format(fmt, text) => match out.format(fmt, item) {
+                Ok(()) => Ok(()),
                 Err(FormatError::MissingKey(key)) => {
                     let msg = format!(
                         "output format failed. Missing {key}\nitem: {}\n",
                         dict_repr(item)
                     );
-                    sink.err.write_all(msg.as_bytes()).at(STDERR)
+                    out.err.extend_from_slice(msg.as_bytes());
+                    Ok(())
                 }
                 Err(FormatError::Python { kind, message }) => Err(Error::Usage(format!(
                     "output format '{}' failed: {kind}: {message}",
@@ -677,12 +625,12 @@ impl Select<'_> {
                 ))),
             },
             Printer::Json => {
-                sink.json.push(item.to_json());
+                out.json.push(item.to_json());
                 Ok(())
             }
             Printer::Pretty => {
-                sink.text.push_str(&pformat(item));
-                sink.end_item()
+                out.text.push_str(&pformat(item));
+                Ok(())
             }
         }
     }
