@@ -1,6 +1,6 @@
 //! Dropping what the kernel caches when the mount shows a new generation.
 //!
-//! The kernel keeps entries, attributes and directory listings for 60 s
+//! The kernel keeps entries, attributes and directory listings for an hour
 //! (`CACHE_TTL_SECS`), so every commit must drop them. A commit of the
 //! mount's own (an insert at `close`, a rename, a promote) may publish items
 //! in directories the kernel did not touch (a products file that completes
@@ -12,7 +12,11 @@
 //! Only attributes and directory listings are dropped in a request's path:
 //! dropping a file's cached pages may wait for a read in flight, which needs
 //! a free FUSE worker, and the worker waiting would be one of them. The
-//! watcher drops file pages afterwards, on its own thread.
+//! watcher drops file pages afterwards, on its own thread, and only of
+//! files numbered by their path: an item's or a document's number stands
+//! for fixed bytes (see [`crate::inode`]), so its pages never go stale and
+//! stay cached across commits (on a mount whose opens the kernel answers,
+//! that is what keeps nginx's requests in the kernel).
 
 use std::sync::{Mutex, OnceLock};
 
@@ -40,9 +44,9 @@ impl KernelCaches {
     }
 
     /// At a new generation, from the watcher's thread: what
-    /// [`KernelCaches::sync`] drops, then the cached pages of every file (a
-    /// path may name other content after a commit: removed, then inserted
-    /// again), outside the lock that requests wait on.
+    /// [`KernelCaches::sync`] drops, then the cached pages of every file
+    /// numbered by its path, outside the lock that requests wait on, and the
+    /// kernel's entries that lead to items their paths no longer hold.
     pub fn drop_all(&self, fs: &StreamFs) {
         let Some(n) = self.notifier.get() else {
             return;
@@ -50,11 +54,14 @@ impl KernelCaches {
         let known = fs.known_inodes();
         self.drop_listings(fs, Some(&known));
         for (ino, k) in &known {
-            if *k != Known::Dir {
-                let _ = n.inval_inode(INodeNo(*ino), 0, 0);
-            }
-            if let Known::StaleItem { parent, name } = k {
-                let _ = n.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name));
+            match k {
+                Known::File => {
+                    let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+                }
+                Known::Gone { parent, name } => {
+                    let _ = n.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name));
+                }
+                Known::Dir | Known::Item | Known::Doc => {}
             }
         }
     }
@@ -81,7 +88,11 @@ impl KernelCaches {
         for (ino, k) in known {
             // Offset 0 drops a directory's cached listing with its
             // attributes; a negative offset drops only the attributes.
-            let offset = if *k == Known::Dir { 0 } else { -1 };
+            let offset = match k {
+                Known::Dir => 0,
+                Known::File | Known::Item | Known::Gone { .. } => -1,
+                Known::Doc => continue,
+            };
             let _ = n.inval_inode(INodeNo(*ino), offset, 0);
         }
         *dropped_for = g;

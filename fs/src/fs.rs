@@ -12,12 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use streamfs_core::ops::promote::{PromoteRequest, promote_in};
 use streamfs_core::ops::put::{insert_metadata, put_blob};
 use streamfs_core::ops::remove::remove_path;
@@ -30,7 +32,7 @@ use streamfs_core::streams::filter::ItemFilter;
 use streamfs_core::{Error, timefmt};
 use tracing::{debug, info, warn};
 
-use crate::inode::{InodeTable, ItemStamp, ROOT, ino_of};
+use crate::inode::{Content, Doc, InodeTable, ItemStamp, ROOT, doc_ino, ino_of};
 use crate::verify::BlobVerifier;
 
 /// Why an operation failed; `errno.rs` maps it.
@@ -124,13 +126,19 @@ pub struct Attr {
 /// How long the kernel may keep the entries and attributes of items and
 /// directories. They change only at a commit, and every commit (the mount's
 /// own and those made beside it) invalidates the attributes of every inode
-/// the kernel was given (the mount's generation watcher), so a long lifetime
-/// costs no staleness; it saves a `lookup` and a `getattr` round trip per
-/// path on every `find`, `ls -l` or nginx `open` after the first. Listings
+/// the kernel was given and the entries of paths that lead elsewhere now
+/// (the mount's generation watcher), so a long lifetime costs no
+/// staleness; it saves a `lookup` and a `getattr` round trip per path on
+/// every `find`, `ls -l` or nginx `open` after the first, which on a mount
+/// whose opens the kernel answers is every request to the daemon. Listings
 /// the kernel caches (see `FuseFs::opendir`) are dropped by the kernel
 /// itself when the directory changes through the mount (`unlink`, `rmdir`,
 /// `create`, …), so a removal leaves them at once.
-pub const CACHE_TTL_SECS: u64 = 60;
+pub const CACHE_TTL_SECS: u64 = 3600;
+
+/// How many blobs [`StreamFs::read_by_inode`] keeps open: as many as nginx
+/// workers would read at once, with room to spare.
+const OPEN_BLOBS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
 
 /// How long removals acknowledged by `unlink` may wait for more before the
 /// generation watcher commits them (see [`StreamFs::flush_removals`]).
@@ -181,11 +189,19 @@ pub struct Opened {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Known {
     Dir,
+    /// A number that follows its path (a file being written, one created
+    /// under its path's number): what it names can change at a commit.
     File,
+    /// An item that its path still holds: its content, hence its cached
+    /// pages, never change; its attributes may (`touch`).
+    Item,
+    /// A generated document of one generation: nothing about it changes.
+    Doc,
     /// An item number whose path holds other content now, or none (see
-    /// [`crate::inode`]): the kernel's entry for the path, in directory
-    /// `parent`, would lead to it for a minute.
-    StaleItem {
+    /// [`crate::inode`]), or a path that names nothing any more (a removed
+    /// directory, once reaped): the kernel's entry for the path, in
+    /// directory `parent`, would lead to it until it expires.
+    Gone {
         parent: u64,
         name: String,
     },
@@ -219,8 +235,8 @@ struct StreamView {
     hidden: BTreeMap<String, FileInfo>,
     /// The directories of hidden paths: resolvable, so the paths are.
     hidden_dirs: BTreeSet<String>,
-    /// Generated `streams/v1` files: name → (file in the generation, size).
-    generated: BTreeMap<String, (PathBuf, u64)>,
+    /// Generated `streams/v1` documents, by name.
+    generated: BTreeMap<String, Doc>,
 }
 
 #[derive(Debug)]
@@ -304,10 +320,18 @@ impl View {
             let v1 = snapshot.streams_v1(name);
             if let Ok(rd) = std::fs::read_dir(&v1) {
                 for e in rd.flatten() {
-                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let doc = e.file_name().to_string_lossy().into_owned();
+                    let file = File::open(e.path())?;
+                    let m = file.metadata()?;
+                    let path = format!("{name}/streams/v1/{doc}");
                     v.generated.insert(
-                        e.file_name().to_string_lossy().into_owned(),
-                        (e.path(), size),
+                        doc,
+                        Doc {
+                            ino: doc_ino(&path, Doc::file_id(&m)),
+                            file: Arc::new(file),
+                            size: m.len(),
+                            mtime: m.mtime(),
+                        },
                     );
                 }
             }
@@ -327,7 +351,7 @@ impl View {
 enum Node {
     Dir,
     Blob(FileInfo),
-    Generated(PathBuf, u64),
+    Generated(Doc),
     /// A file being written, or written and waiting for its rename.
     Pending(u64),
 }
@@ -407,6 +431,9 @@ pub struct StreamFs {
     next_fh: AtomicU64,
     /// Blobs are hashed before they are served (see `verify`).
     blobs: BlobVerifier,
+    /// Blobs read by [`StreamFs::read_by_inode`], kept open: the kernel
+    /// reads a large file in many requests.
+    open_blobs: Mutex<LruCache<String, Arc<File>>>,
     /// The store is on a read-only filesystem: every write fails with
     /// `EROFS`.
     read_only: bool,
@@ -459,6 +486,7 @@ impl StreamFs {
         let read_only = on_read_only_fs(store.root());
         Ok(StreamFs {
             blobs: BlobVerifier::default(),
+            open_blobs: Mutex::new(LruCache::new(OPEN_BLOBS)),
             read_only,
             owner: (meta.uid(), meta.gid()),
             store,
@@ -507,16 +535,18 @@ impl StreamFs {
         self.inodes
             .all()
             .into_iter()
-            .map(|(ino, path, item)| {
-                let known = match (item, self.resolve(&view, &path)) {
-                    (Some(i), Some(Node::Blob(f))) if f.blob.sha256 == i.sha256 => Known::File,
-                    (Some(_), _) => Known::StaleItem {
+            .map(|(ino, path, content)| {
+                let known = match (content, self.resolve(&view, &path)) {
+                    (Some(Content::Doc(_)), _) => Known::Doc,
+                    (Some(Content::Item(i)), Some(Node::Blob(f))) if f.blob.sha256 == i.sha256 => {
+                        Known::Item
+                    }
+                    (Some(Content::Item(_)), _) | (None, None) => Known::Gone {
                         parent: ino_of(parent_of(&path)),
                         name: path.rsplit('/').next().unwrap_or(&path).to_string(),
                     },
                     (None, Some(Node::Dir)) => Known::Dir,
-                    // A path that resolves to nothing counts as a file.
-                    (None, _) => Known::File,
+                    (None, Some(_)) => Known::File,
                 };
                 (ino, known)
             })
@@ -767,8 +797,8 @@ impl StreamFs {
         }
         let w = self.work.lock().expect("work lock");
         if let Some(name) = rel.strip_prefix("streams/v1/") {
-            if let Some((p, size)) = sv.generated.get(name) {
-                return Some(Node::Generated(p.clone(), *size));
+            if let Some(doc) = sv.generated.get(name) {
+                return Some(Node::Generated(doc.clone()));
             }
         } else if rel.starts_with("streams/") {
             return None;
@@ -808,8 +838,24 @@ impl StreamFs {
                     mtime: f.mtime,
                 },
             ),
+            // Registered when handed to the kernel (see `hand_out`).
+            Node::Generated(d) => d.ino,
             _ => self.inodes.register(path),
         }
+    }
+
+    /// Records that the kernel is handed the entry of `node` at `path` (a
+    /// LOOKUP or READDIRPLUS reply): a document's file stays open until
+    /// the kernel forgets it ([`StreamFs::forget`]).
+    fn hand_out(&self, path: &str, node: &Node) {
+        if let Node::Generated(d) = node {
+            self.inodes.hand_out_doc(path, d);
+        }
+    }
+
+    /// The kernel forgot `n` of the entries it was handed for `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
     }
 
     fn attr_of(&self, view: &View, path: &str, node: &Node) -> Attr {
@@ -836,8 +882,9 @@ impl StreamFs {
                 mtime: f.mtime,
                 ..base
             },
-            Node::Generated(_, size) => Attr {
-                size: *size,
+            Node::Generated(d) => Attr {
+                size: d.size,
+                mtime: d.mtime,
                 ttl_secs: 0,
                 ..base
             },
@@ -852,6 +899,12 @@ impl StreamFs {
     }
 
     fn stat_path(&self, path: &str) -> FsResult<Attr> {
+        self.stat(path, false)
+    }
+
+    /// [`StreamFs::stat_path`]; `handing_out` when the answer is an entry
+    /// given to the kernel (see [`StreamFs::hand_out`]).
+    fn stat(&self, path: &str, handing_out: bool) -> FsResult<Attr> {
         self.flush_before_metadata(path);
         let view = self.current();
         if self
@@ -877,6 +930,9 @@ impl StreamFs {
             });
         }
         let node = self.resolve(&view, path).ok_or(FsError::NotFound)?;
+        if handing_out {
+            self.hand_out(path, &node);
+        }
         Ok(self.attr_of(&view, path, &node))
     }
 
@@ -886,7 +942,7 @@ impl StreamFs {
         if self.is_unfinished_doc(&path) {
             return Err(FsError::NotFound);
         }
-        self.stat_path(&path)
+        self.stat(&path, true)
     }
 
     /// A document being written into `streams/v1/` under a name the mount
@@ -907,16 +963,23 @@ impl StreamFs {
         w.meta_writers.contains_key(path) && !w.parked.contains_key(path)
     }
 
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Attr> {
-        let (path, item) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let (path, content) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        let item = match content {
+            // One generation's document, whatever the path shows now: a
+            // file opened before a commit reports the size it reads.
+            Some(Content::Doc(d)) => {
+                return Ok(self.attr_of(&self.current(), &path, &Node::Generated(d)));
+            }
+            Some(Content::Item(item)) => item,
+            None => return self.stat_path(&path),
+        };
         let now = self.stat_path(&path);
-        if let Some(item) = item
-            && now.as_ref().map_or(true, |a| a.ino != ino)
-        {
+        if now.as_ref().map_or(true, |a| a.ino != ino) {
             // An item number whose path came to name other content (or
             // none): files open on it keep their attributes (`fstat` asks
             // without a handle). The kernel's entry for the path is dropped
-            // by the generation watcher (`Known::StaleItem`), so a lookup
+            // by the generation watcher (`Known::Gone`), so a lookup
             // by path finds the new content.
             let node = Node::Blob(FileInfo {
                 blob: BlobRef {
@@ -931,16 +994,7 @@ impl StreamFs {
                 ..attr
             });
         }
-        let mut attr = now?;
-        // An open generated file reports the size of the generation it
-        // opened.
-        if let Some(fh) = fh
-            && let Some(h) = self.handle(fh)
-            && let Handle::Read(f) = &*h.lock().expect("handle lock")
-        {
-            attr.size = f.metadata()?.len();
-        }
-        Ok(attr)
+        now
     }
 
     /// Directory entries (`.` and `..` included): (inode, kind, name).
@@ -1009,8 +1063,10 @@ impl StreamFs {
     /// Same entries in the same order as `readdir` (the kernel may switch
     /// between the two within one listing, by offset); an entry that
     /// vanished since the listing was taken (a concurrent removal) gets no
-    /// attributes, and the adapter lists it without.
-    pub fn readdir_plus(&self, ino: u64) -> FsResult<Vec<PlusEntry>> {
+    /// attributes, and the adapter lists it without. Entries from position
+    /// `offset` on, each handed to the kernel (see [`StreamFs::hand_out`]):
+    /// the adapter forgets those it finds no room for.
+    pub fn readdir_plus(&self, ino: u64, offset: usize) -> FsResult<Vec<PlusEntry>> {
         let path = self.path_of(ino)?;
         let entries = self.readdir(ino)?;
         let view = self.current();
@@ -1018,15 +1074,20 @@ impl StreamFs {
         Ok(entries
             .into_iter()
             .enumerate()
+            .skip(offset)
             .map(|(i, (ino, kind, name))| {
                 let p = match i {
                     0 => path.clone(),
                     1 => parent.clone(),
                     _ => join(&path, &name),
                 };
-                let attr = self
-                    .resolve(&view, &p)
-                    .map(|node| self.attr_of(&view, &p, &node));
+                let attr = self.resolve(&view, &p).map(|node| {
+                    // The kernel takes no reference for `.` and `..`.
+                    if i > 1 {
+                        self.hand_out(&p, &node);
+                    }
+                    self.attr_of(&view, &p, &node)
+                });
                 (ino, kind, name, attr)
             })
             .collect())
@@ -1051,11 +1112,21 @@ impl StreamFs {
     }
 
     pub fn open(&self, caller: Caller, ino: u64, mode: OpenMode) -> FsResult<Opened> {
-        let (path, item) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        let (path, content) = self.inodes.get(ino).ok_or(FsError::NotFound)?;
+        if !mode.write
+            && let Some(Content::Doc(d)) = &content
+        {
+            // That generation's document, even after a commit.
+            return Ok(Opened {
+                fh: self.new_handle(Handle::Read(d.file.try_clone()?)),
+                backing: None,
+                direct_io: true,
+            });
+        }
         self.flush_before_metadata(&path);
         let view = self.current();
         let node = self.resolve(&view, &path).ok_or(FsError::NotFound)?;
-        if let (Some(item), Node::Blob(f)) = (&item, &node)
+        if let (Some(Content::Item(item)), Node::Blob(f)) = (&content, &node)
             && f.blob.sha256 != item.sha256
         {
             // The kernel looks the path up again and opens its new inode.
@@ -1092,8 +1163,8 @@ impl StreamFs {
                         direct_io: false,
                     })
                 }
-                Node::Generated(p, _) => {
-                    let file = File::open(p)?;
+                Node::Generated(d) => {
+                    let file = d.file.try_clone()?;
                     Ok(Opened {
                         fh: self.new_handle(Handle::Read(file)),
                         backing: None,
@@ -1261,20 +1332,7 @@ impl StreamFs {
         let h = self.handle(fh).ok_or(FsError::BadHandle)?;
         let mut h = h.lock().expect("handle lock");
         match &mut *h {
-            Handle::Read(f) => {
-                let mut buf = vec![0u8; size as usize];
-                let mut n = 0;
-                while n < buf.len() {
-                    match f.read_at(&mut buf[n..], offset + n as u64) {
-                        Ok(0) => break,
-                        Ok(k) => n += k,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                buf.truncate(n);
-                Ok(buf)
-            }
+            Handle::Read(f) => read_full(f, offset, size),
             Handle::Write {
                 writer: Some(w), ..
             } => {
@@ -1290,6 +1348,37 @@ impl StreamFs {
             }
             _ => Err(FsError::BadHandle),
         }
+    }
+
+    /// A read of a file the kernel opened without asking (a mount whose
+    /// opens the kernel answers, see `FuseFs`): by content number, so the
+    /// bytes are those of the item or document the kernel was handed, even
+    /// after a commit.
+    pub fn read_by_inode(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        match self.inodes.get(ino) {
+            Some((_, Some(Content::Doc(d)))) => read_full(&d.file, offset, size),
+            Some((path, Some(Content::Item(item)))) => {
+                let file = self
+                    .blob_file(&item.sha256)
+                    .map_err(|e| refuse(e, "read", &path))?;
+                read_full(&file, offset, size)
+            }
+            // Only content is ever read without an open.
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    /// An open, verified pool blob, from the last ones read.
+    fn blob_file(&self, sha256: &str) -> FsResult<Arc<File>> {
+        if let Some(f) = self.open_blobs.lock().expect("open blobs lock").get(sha256) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.blobs.open(self.store.pool(), sha256)?);
+        self.open_blobs
+            .lock()
+            .expect("open blobs lock")
+            .put(sha256.to_string(), f.clone());
+        Ok(f)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -1885,7 +1974,7 @@ impl StreamFs {
                 ));
             }
         }
-        self.getattr(ino, fh)
+        self.getattr(ino)
     }
 
     fn writer_of(&self, path: &str) -> Option<Arc<Mutex<Handle>>> {
@@ -1913,6 +2002,22 @@ impl StreamFs {
 }
 
 /// Whether `path` lies on a filesystem mounted read-only.
+/// Up to `size` bytes at `offset`: fewer only at the end of the file.
+fn read_full(f: &File, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
 fn on_read_only_fs(path: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
         return false;
@@ -2261,5 +2366,47 @@ mod tests {
         assert_eq!(staging_target(".a.b.json.abcdef"), Some("a.b.json"));
         assert_eq!(staging_target("squashfs"), None);
         assert_eq!(staging_target(".x.abc"), None);
+    }
+
+    /// A mount whose opens the kernel answers reads documents by number:
+    /// the number handed out before commits still reads that generation's
+    /// bytes and size after its generation directory was deleted, until
+    /// the kernel forgets it.
+    #[test]
+    fn a_document_number_reads_its_generation_until_forgotten() {
+        let (_d, fs) = fs();
+        let daily = fs.lookup(ROOT, "daily").unwrap().ino;
+        let streams = fs.lookup(daily, "streams").unwrap().ino;
+        let v1 = fs.lookup(streams, "v1").unwrap().ino;
+        let old = fs.lookup(v1, "index.json").unwrap();
+        let old_bytes = fs.read_by_inode(old.ino, 0, 1 << 20).unwrap();
+        assert_eq!(old_bytes.len() as u64, old.size);
+        // Two commits: the store keeps the previous generation only.
+        for v in ["20250101", "20250102"] {
+            let dir = mkdirs(&fs, &format!("daily/noble/amd64/{v}/ga-24.04/generic"));
+            write_file(&fs, dir, "boot-kernel", b"kernel").unwrap();
+        }
+        let new = fs.lookup(v1, "index.json").unwrap();
+        assert_ne!(new.ino, old.ino);
+        let new_bytes = fs.read_by_inode(new.ino, 0, 1 << 20).unwrap();
+        assert_ne!(new_bytes, old_bytes);
+        assert_eq!(fs.read_by_inode(old.ino, 0, 1 << 20).unwrap(), old_bytes);
+        assert_eq!(fs.read_by_inode(old.ino, 3, 4).unwrap(), &old_bytes[3..7]);
+        assert_eq!(fs.getattr(old.ino).unwrap().size, old.size);
+        // An open of the old number (a handle) reads the same bytes.
+        let o = fs.open(ROOT_CALLER, old.ino, OpenMode::default()).unwrap();
+        assert_eq!(fs.read(o.fh, 0, 1 << 20).unwrap(), old_bytes);
+        fs.release(o.fh).unwrap();
+        fs.forget(old.ino, 1);
+        assert!(fs.read_by_inode(old.ino, 0, 10).is_err());
+        assert_eq!(fs.read_by_inode(new.ino, 0, 1 << 20).unwrap(), new_bytes);
+        // Items read by number too; directories never are.
+        let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+        let kernel = fs.lookup(dir, "boot-kernel").unwrap().ino;
+        assert_eq!(fs.read_by_inode(kernel, 0, 100).unwrap(), b"kernel");
+        assert!(matches!(
+            fs.read_by_inode(dir, 0, 10),
+            Err(FsError::BadHandle)
+        ));
     }
 }

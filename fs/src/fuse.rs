@@ -1,6 +1,7 @@
 //! The fuser adapter: unpacks kernel requests, calls the filesystem API,
-//! replies. Only two decisions live here because they are about the kernel
-//! protocol: FUSE passthrough for pool blobs, and cache lifetimes.
+//! replies. Only the decisions about the kernel protocol live here: FUSE
+//! passthrough for pool blobs, opens answered by the kernel on read-only
+//! mounts, and cache lifetimes.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -25,6 +26,8 @@ use crate::fs::{Attr, Caller, FsError, Kind, OpenMode, StreamFs};
 pub struct FuseFs {
     fs: Arc<StreamFs>,
     passthrough: bool,
+    /// Opens are answered by the kernel (see [`FuseFs::open`]).
+    kernel_opens: bool,
     /// Passthrough needs one backing id per inode while any handle is open.
     backing: Mutex<Backing>,
     warned_daemon_reads: AtomicBool,
@@ -45,10 +48,18 @@ struct Backing {
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<StreamFs>, passthrough: bool, caches: Arc<KernelCaches>) -> FuseFs {
+    /// `kernel_opens`: the mount is read-only, and opens are to be answered
+    /// by the kernel (see [`FuseFs::open`]); passthrough is then not used.
+    pub fn new(
+        fs: Arc<StreamFs>,
+        passthrough: bool,
+        kernel_opens: bool,
+        caches: Arc<KernelCaches>,
+    ) -> FuseFs {
         FuseFs {
             fs,
-            passthrough,
+            passthrough: passthrough && !kernel_opens,
+            kernel_opens,
             backing: Mutex::new(Backing::default()),
             warned_daemon_reads: AtomicBool::new(false),
             caches,
@@ -187,7 +198,11 @@ impl Filesystem for FuseFs {
         {
             warn!("the kernel offers no atomic O_TRUNC: rewrites of existing items are refused");
         }
-        if self.passthrough {
+        if self.kernel_opens {
+            info!(
+                "read-only mount: opens answered by the kernel, reads served from its page cache"
+            );
+        } else if self.passthrough {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(2).is_ok();
             if !ok {
@@ -209,7 +224,10 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+        // An open file's attributes are its content number's: no handle
+        // needed.
+        let _ = fh;
+        match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
@@ -355,7 +373,19 @@ impl Filesystem for FuseFs {
         reply.error(Errno::EPERM);
     }
 
+    /// On a mount whose opens the kernel answers, the first OPEN is
+    /// declined with ENOSYS: the kernel then stops sending OPEN and RELEASE
+    /// for files altogether and keeps their cached pages across opens (as
+    /// with FOPEN_KEEP_CACHE). Reads come without a handle and are answered
+    /// by content number ([`StreamFs::read_by_inode`]), which is what makes
+    /// it correct: an item's or a document's number stands for fixed bytes.
+    /// A file served again is then opened, `fstat`ed and read without any
+    /// request to the daemon, as on a native filesystem: what nginx does
+    /// per request. Only on read-only mounts, where no open can write.
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.kernel_opens {
+            return reply.error(Errno::ENOSYS);
+        }
         let mode = OpenMode {
             write: flags.acc_mode() != OpenAccMode::O_RDONLY,
             truncate: flags.0 & libc::O_TRUNC != 0,
@@ -431,7 +461,7 @@ impl Filesystem for FuseFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -439,7 +469,13 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        // Handle 0 is never given out: a file the kernel opened itself.
+        let r = if fh.0 == 0 {
+            self.fs.read_by_inode(ino.0, offset, size)
+        } else {
+            self.fs.read(fh.0, offset, size)
+        };
+        match r {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(err(&e)),
         }
@@ -471,6 +507,12 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if self.kernel_opens {
+            // Nothing to flush on a read-only mount: ENOSYS stops the
+            // FLUSH the kernel sends at every close of a file it opened
+            // itself (no FOPEN_NOFLUSH without an OPEN reply).
+            return reply.error(Errno::ENOSYS);
+        }
         match self.committing(|| self.fs.flush(fh.0, writing_caller(req))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
@@ -558,11 +600,13 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir_plus(ino.0) {
+        let entries = match self.fs.readdir_plus(ino.0, offset as usize) {
             Ok(e) => e,
             Err(e) => return reply.error(err(&e)),
         };
-        for (i, (ino, kind, name, attr)) in entries.into_iter().enumerate().skip(offset as usize) {
+        let mut entries = entries.into_iter().zip(offset as usize..);
+        for ((ino, kind, name, attr), i) in entries.by_ref() {
+            let handed_out = attr.as_ref().map(|a| a.ino);
             let full = match attr {
                 Some(a) => reply.add(
                     INodeNo(a.ino),
@@ -593,17 +637,31 @@ impl Filesystem for FuseFs {
                 ),
             };
             if full {
+                // This entry and the rest were not sent: the kernel holds
+                // no reference to them.
+                let unsent = entries.filter(|((.., a), i)| *i > 1 && a.is_some());
+                for ino in handed_out
+                    .filter(|_| i > 1)
+                    .into_iter()
+                    .chain(unsent.filter_map(|((.., a), _)| a.map(|a| a.ino)))
+                {
+                    self.fs.forget(ino, 1);
+                }
                 break;
             }
         }
         reply.ok();
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Everything is readable by whoever the mount lets in; writing is
         // for root and the store's owner (checked again where it happens),
         // so `test -w` answers what a write would.
-        match self.fs.getattr(ino.0, None) {
+        match self.fs.getattr(ino.0) {
             Ok(_) if mask.contains(fuser::AccessFlags::W_OK) && !self.fs.can_write(caller(req)) => {
                 reply.error(Errno::EACCES)
             }

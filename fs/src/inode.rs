@@ -8,11 +8,18 @@
 //! content (removed, reaped, inserted again); the new content is then
 //! another inode, so that nothing keyed by inode (the kernel's passthrough
 //! backing file, nginx's cached descriptors) goes on serving the old bytes
-//! for it. The table kept here maps numbers the kernel was given back to
-//! their paths, and item numbers to the content they stand for.
+//! for it. A generated `streams/v1` document is numbered the same way, by
+//! its path and its file in the generation it belongs to, so that each
+//! generation's document is a file of its own to the kernel: a download
+//! that spans a commit reads one generation's bytes, and pages cached for
+//! a number never go stale. The table kept here maps numbers the kernel was
+//! given back to their paths, and content numbers to the content they
+//! stand for.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::hash_map::Entry as Slot;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
 
 /// The mount's root directory (FUSE's fixed root inode).
 pub const ROOT: u64 = 1;
@@ -33,6 +40,16 @@ pub fn item_ino(path: &str, sha256: &str) -> u64 {
     fnv(&[path.as_bytes(), b"\0", sha256.as_bytes()])
 }
 
+/// The inode number of the document at `path` whose file in its
+/// generation is `file` (see [`Doc::file_id`]).
+pub fn doc_ino(path: &str, file_id: [u64; 3]) -> u64 {
+    let mut id = [0u8; 24];
+    for (chunk, v) in id.chunks_mut(8).zip(file_id) {
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    fnv(&[path.as_bytes(), b"\0doc\0", &id])
+}
+
 fn fnv(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in parts.iter().flat_map(|p| p.iter()) {
@@ -51,10 +68,47 @@ pub struct ItemStamp {
     pub mtime: i64,
 }
 
+/// A generated `streams/v1` document of one generation.
+#[derive(Clone, Debug)]
+pub struct Doc {
+    pub ino: u64,
+    /// Open from the generation's directory, which a later commit deletes:
+    /// readers of this generation's document keep reading it.
+    pub file: Arc<File>,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+impl Doc {
+    /// What tells a generation's document file from every other one without
+    /// reading it: its inode, modification time (nanoseconds) and size in
+    /// the store. A stream left unchanged by a commit is carried into the
+    /// next generation by hard links, so its documents keep their numbers
+    /// (and the kernel its cached pages).
+    pub fn file_id(m: &std::fs::Metadata) -> [u64; 3] {
+        use std::os::unix::fs::MetadataExt;
+        let mtime_ns = (m.mtime() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(m.mtime_nsec() as u64);
+        [m.ino(), mtime_ns, m.size()]
+    }
+}
+
+/// What a content number stands for.
+#[derive(Clone, Debug)]
+pub enum Content {
+    Item(ItemStamp),
+    Doc(Doc),
+}
+
 #[derive(Debug)]
 struct Entry {
     path: String,
-    item: Option<ItemStamp>,
+    content: Option<Content>,
+    /// For a document: how many times the kernel was handed the number
+    /// (entries of LOOKUP and READDIRPLUS replies) and has not forgotten
+    /// it. The document's file is closed when this drops to zero.
+    lookups: u64,
 }
 
 /// Inode numbers handed to the kernel and what they stand for.
@@ -77,23 +131,57 @@ impl InodeTable {
     /// Records the item at `path` holding `item` and returns its number.
     pub fn register_item(&self, path: &str, item: ItemStamp) -> u64 {
         let ino = item_ino(path, &item.sha256);
-        self.record(ino, path, Some(item));
+        self.record(ino, path, Some(Content::Item(item)));
         ino
     }
 
-    fn record(&self, ino: u64, path: &str, item: Option<ItemStamp>) {
+    /// Records that the kernel was handed the document `doc` at `path` once
+    /// more, and returns its number: the table keeps the document readable
+    /// until the kernel forgets it as often ([`InodeTable::forget`]).
+    pub fn hand_out_doc(&self, path: &str, doc: &Doc) -> u64 {
+        self.record(doc.ino, path, Some(Content::Doc(doc.clone())));
+        if let Some(e) = self
+            .entries
+            .lock()
+            .expect("inode table lock")
+            .get_mut(&doc.ino)
+        {
+            e.lookups += 1;
+        }
+        doc.ino
+    }
+
+    /// The kernel forgot `n` of the times it was handed `ino`. A document
+    /// forgotten as often as handed out leaves the table, and its file is
+    /// closed; other numbers stay (they hold nothing open).
+    pub fn forget(&self, ino: u64, n: u64) {
+        let mut m = self.entries.lock().expect("inode table lock");
+        if let Slot::Occupied(mut e) = m.entry(ino)
+            && matches!(e.get().content, Some(Content::Doc(_)))
+        {
+            let left = e.get().lookups.saturating_sub(n);
+            e.get_mut().lookups = left;
+            if left == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    fn record(&self, ino: u64, path: &str, content: Option<Content>) {
         let mut m = self.entries.lock().expect("inode table lock");
         let e = m.entry(ino).or_insert_with(|| Entry {
             path: path.to_string(),
-            item: None,
+            content: None,
+            lookups: 0,
         });
         if e.path != path {
             tracing::warn!(ino, old = e.path, new = path, "inode number collision");
             e.path = path.to_string();
-            e.item = None;
+            e.content = None;
+            e.lookups = 0;
         }
-        if item.is_some() {
-            e.item = item;
+        if content.is_some() {
+            e.content = content;
         }
     }
 
@@ -102,9 +190,9 @@ impl InodeTable {
         self.get(ino).map(|(p, _)| p)
     }
 
-    /// The path of a number given out earlier, and for an item the content
-    /// it stands for.
-    pub fn get(&self, ino: u64) -> Option<(String, Option<ItemStamp>)> {
+    /// The path of a number given out earlier, and for a content number the
+    /// content it stands for.
+    pub fn get(&self, ino: u64) -> Option<(String, Option<Content>)> {
         if ino == ROOT {
             return Some((String::new(), None));
         }
@@ -112,17 +200,17 @@ impl InodeTable {
             .lock()
             .expect("inode table lock")
             .get(&ino)
-            .map(|e| (e.path.clone(), e.item.clone()))
+            .map(|e| (e.path.clone(), e.content.clone()))
     }
 
-    /// Every number given out, with its path and, for an item, its
-    /// content (for cache invalidation).
-    pub fn all(&self) -> Vec<(u64, String, Option<ItemStamp>)> {
+    /// Every number given out, with its path and, for a content number,
+    /// its content (for cache invalidation).
+    pub fn all(&self) -> Vec<(u64, String, Option<Content>)> {
         self.entries
             .lock()
             .expect("inode table lock")
             .iter()
-            .map(|(i, e)| (*i, e.path.clone(), e.item.clone()))
+            .map(|(i, e)| (*i, e.path.clone(), e.content.clone()))
             .collect()
     }
 }
@@ -145,7 +233,34 @@ mod tests {
             mtime: 7,
         };
         assert_eq!(t.register_item(p, stamp.clone()), a);
-        assert_eq!(t.get(a), Some((p.to_string(), Some(stamp))));
+        let (path, content) = t.get(a).unwrap();
+        assert_eq!(path, p);
+        assert!(matches!(content, Some(Content::Item(s)) if s == stamp));
+    }
+
+    #[test]
+    fn a_document_stays_readable_until_forgotten_as_often_as_handed_out() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let m = f.as_file().metadata().unwrap();
+        let p = "daily/streams/v1/index.json";
+        let doc = Doc {
+            ino: doc_ino(p, Doc::file_id(&m)),
+            file: Arc::new(f.reopen().unwrap()),
+            size: 0,
+            mtime: 0,
+        };
+        assert_ne!(doc.ino, ino_of(p));
+        let t = InodeTable::default();
+        assert_eq!(t.hand_out_doc(p, &doc), doc.ino);
+        t.hand_out_doc(p, &doc);
+        t.forget(doc.ino, 1);
+        assert!(matches!(t.get(doc.ino), Some((_, Some(Content::Doc(_))))));
+        t.forget(doc.ino, 1);
+        assert!(t.get(doc.ino).is_none());
+        // Forgetting numbers that hold nothing open keeps them.
+        let dir = t.register("daily/noble");
+        t.forget(dir, 1);
+        assert_eq!(t.path(dir).as_deref(), Some("daily/noble"));
     }
 
     #[test]

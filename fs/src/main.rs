@@ -39,7 +39,8 @@ struct Args {
     mountpoint: PathBuf,
     /// Mount options, comma-separated: allow_other, allow_root,
     /// default_permissions, ro/rw, nodev, nosuid, noexec, noatime, …;
-    /// log=FILE, no_passthrough; mount(8)'s own (defaults, nofail, _netdev,
+    /// log=FILE, no_passthrough, passthrough (read-only mounts: keep FUSE
+    /// passthrough rather than opens answered by the kernel); mount(8)'s own (defaults, nofail, _netdev,
     /// x-systemd.*) are ignored; anything else is refused.
     #[arg(short = 'o', value_delimiter = ',')]
     options: Vec<String>,
@@ -160,6 +161,10 @@ fn run(
     // `mount -a` and `umount -t` match against fstab.
     cfg.mount_options
         .push(MountOption::CUSTOM("subtype=streamfs".into()));
+    // A read-only mount, made to be served by nginx and rsync, lets the
+    // kernel answer opens (see `FuseFs::open`) unless told otherwise.
+    let read_only = fs.read_only() || opts.kernel.contains(&MountOption::RO);
+    let kernel_opens = read_only && !opts.passthrough;
     cfg.mount_options.extend(opts.kernel);
     cfg.acl = opts.acl;
     // Two workers: a slow commit (fsync) does not stall every read.
@@ -167,7 +172,7 @@ fn run(
     let before = daemon::device_of(&mountpoint)?;
     let caches = Arc::new(KernelCaches::default());
     let session = fuser::Session::new(
-        FuseFs::new(fs.clone(), passthrough, caches.clone()),
+        FuseFs::new(fs.clone(), passthrough, kernel_opens, caches.clone()),
         &mountpoint,
         &cfg,
     )

@@ -26,6 +26,9 @@ pub struct MountOpts {
     pub log: Option<PathBuf>,
     /// `no_passthrough`: the daemon answers every read.
     pub no_passthrough: bool,
+    /// `passthrough`: a read-only mount keeps FUSE passthrough instead of
+    /// letting the kernel answer opens (see `FuseFs::open`).
+    pub passthrough: bool,
     /// `fsname=NAME`: the mount's source as /proc/mounts shows it.
     pub fsname: Option<String>,
     /// Options accepted and ignored, for one log line.
@@ -38,7 +41,7 @@ pub enum OptionError {
     #[error(
         "unknown mount option '{0}' (streamfs accepts allow_other, allow_root, \
          default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, \
-         sync, async, dirsync, log=FILE, no_passthrough, fsname=NAME, and mount(8)'s own \
+         sync, async, dirsync, log=FILE, no_passthrough, passthrough, fsname=NAME, and mount(8)'s own \
          options such as defaults, nofail, _netdev, x-systemd.*)"
     )]
     Unknown(String),
@@ -82,6 +85,7 @@ impl MountOpts {
             acl: SessionACL::Owner,
             log: None,
             no_passthrough: false,
+            passthrough: false,
             fsname: None,
             ignored: Vec::new(),
         };
@@ -118,6 +122,10 @@ impl MountOpts {
                 ("dirsync", None) => MountOption::DirSync,
                 ("no_passthrough", None) => {
                     o.no_passthrough = true;
+                    continue;
+                }
+                ("passthrough", None) => {
+                    o.passthrough = true;
                     continue;
                 }
                 ("log", Some(path)) if !path.is_empty() => {

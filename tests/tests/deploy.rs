@@ -264,40 +264,53 @@ fn mount_t_fuse_streamfs_and_an_fstab_line_mount_and_umount() {
     assert!(std::fs::read_to_string(&log2).unwrap().contains("mounted"));
 }
 
-#[test]
-fn the_systemd_unit_verifies_and_its_commands_mount_and_unmount() {
-    if !can_mount() {
-        return;
-    }
-    let Some(analyze) = installed("systemd-analyze", "systemd") else {
-        return;
-    };
-    let (dir, _, _) = scratch();
-    let unit_text = contrib_file("systemd/streamfs@.service");
-    // The unit with the binary and the instance's directory moved here;
-    // nothing else changes.
-    let base = dir.path().join("srv");
-    let unit_text = unit_text
-        .replace("/usr/local/bin/streamfs", &streamfs().display().to_string())
-        .replace("/srv/streamfs/", &format!("{}/", base.display()));
-    let unit = dir.path().join("streamfs@test.service");
-    std::fs::write(&unit, &unit_text).unwrap();
-    let v = Command::new(analyze)
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let verr = String::from_utf8_lossy(&v.stderr);
-    assert!(v.status.success(), "systemd-analyze verify: {verr}");
-    assert!(
-        !verr.contains("streamfs@test.service"),
-        "systemd-analyze verify complains: {verr}"
-    );
+/// A unit file of contrib/systemd with the binary and the instances'
+/// directory moved under `base`, nothing else changed, verified by
+/// systemd-analyze; run as systemd runs instance "test".
+struct Unit {
+    name: &'static str,
+    text: String,
+}
 
-    // The service's command lines, as systemd runs them for instance
-    // "test" (the lines use no quoting; `-` means failure is ignored).
-    let exec = |key: &str| -> Vec<(bool, Vec<String>)> {
-        unit_text
+/// A started unit: its ExecStart process and its log (the journal).
+struct Running {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Unit {
+    fn load(name: &'static str, base: &Path, dir: &Path, analyze: &Path) -> Unit {
+        let text = contrib_file(&format!("systemd/{name}"))
+            .replace("/usr/local/bin/streamfs", &streamfs().display().to_string())
+            .replace("/srv/streamfs/", &format!("{}/", base.display()));
+        let file = dir.join(name.replace("@.", "@test."));
+        std::fs::write(&file, &text).unwrap();
+        let v = Command::new(analyze)
+            .arg("verify")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let verr = String::from_utf8_lossy(&v.stderr);
+        assert!(v.status.success(), "systemd-analyze verify {name}: {verr}");
+        let instance = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !verr.contains(&instance),
+            "systemd-analyze verify complains about {name}: {verr}"
+        );
+        assert!(text.contains("Type=notify"), "{name}");
+        Unit { name, text }
+    }
+
+    /// The command lines of `key`, for instance "test" (the lines use no
+    /// quoting; `-` means failure is ignored).
+    fn exec(&self, key: &str) -> Vec<(bool, Vec<String>)> {
+        self.text
             .lines()
             .filter_map(|l| l.strip_prefix(&format!("{key}=")))
             .map(|v| {
@@ -313,69 +326,121 @@ fn the_systemd_unit_verifies_and_its_commands_mount_and_unmount() {
                 (ignore, words)
             })
             .collect()
-    };
-    assert!(unit_text.contains("Type=notify"));
-    let mnt = base.join("test/mnt");
-    let _guard = Unmount(mnt.clone());
-    for (ignore, words) in exec("ExecStartPre") {
-        let st = Command::new(&words[0])
-            .args(&words[1..])
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ignore || st.success(), "{words:?}");
     }
-    let start = exec("ExecStart");
-    assert_eq!(start.len(), 1);
-    let words = &start[0].1;
-    let notify = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&notify).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let log = dir.path().join("service.log");
-    let mut child = Command::new(&words[0])
-        .args(&words[1..])
-        .env("NOTIFY_SOCKET", &notify)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 256];
-    let n = sock.recv(&mut buf).unwrap_or_else(|e| {
-        panic!(
-            "no READY=1: {e}\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        )
-    });
-    assert_eq!(&buf[..n], b"READY=1");
+
+    fn run_all(&self, key: &str) {
+        for (ignore, words) in self.exec(key) {
+            let st = Command::new(&words[0])
+                .args(&words[1..])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(ignore || st.success(), "{}: {words:?}", self.name);
+        }
+    }
+
+    /// ExecStartPre, then ExecStart until it notifies READY=1.
+    fn start(&self, dir: &Path) -> Running {
+        self.run_all("ExecStartPre");
+        let start = self.exec("ExecStart");
+        assert_eq!(start.len(), 1, "{}", self.name);
+        let words = &start[0].1;
+        let notify = dir.join(format!("{}.notify", self.name));
+        let sock = UnixDatagram::bind(&notify).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let log = dir.join(format!("{}.log", self.name));
+        let child = Command::new(&words[0])
+            .args(&words[1..])
+            .env("NOTIFY_SOCKET", &notify)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut running = Running { child, log };
+        let mut buf = [0u8; 256];
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{}: no READY=1: {e}\n{}", self.name, running.log_text()));
+        assert_eq!(&buf[..n], b"READY=1", "{}", self.name);
+        assert!(
+            running.child.try_wait().unwrap().is_none(),
+            "{}: ExecStart must stay in the foreground",
+            self.name
+        );
+        // The journal gets the log on stderr.
+        assert!(running.log_text().contains("mounted"), "{}", self.name);
+        running
+    }
+
+    /// ExecStop; the service's process then exits successfully.
+    fn stop(&self, mut running: Running) {
+        self.run_all("ExecStop");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = running.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{} did not stop", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "{}: {status}: {}",
+            self.name,
+            running.log_text()
+        );
+    }
+}
+
+/// The two units a mirror host runs: `streamfs@` (the read-write mount
+/// operators copy into) and `streamfs-serve@` (the read-only mount nginx
+/// and rsync serve, see contrib/nginx and contrib/rsyncd).
+#[test]
+fn the_systemd_units_verify_and_their_commands_mount_and_unmount() {
+    if !can_mount() {
+        return;
+    }
+    let Some(analyze) = installed("systemd-analyze", "systemd") else {
+        return;
+    };
+    let (dir, _, _) = scratch();
+    let base = dir.path().join("srv");
+    let main = Unit::load("streamfs@.service", &base, dir.path(), &analyze);
+    let serve = Unit::load("streamfs-serve@.service", &base, dir.path(), &analyze);
+    let mnt = base.join("test/mnt");
+    let served = base.join("test/serve");
+    let _guards = (Unmount(mnt.clone()), Unmount(served.clone()));
+
+    let m = main.start(dir.path());
     // Ready means served: the store was created and the mount answers.
     assert!(is_mounted(&mnt));
     assert_eq!(names(&mnt), ["daily", "released"]);
     assert!(base.join("test/store/store.toml").is_file());
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "ExecStart must stay in the foreground"
-    );
-    // The journal gets the log on stderr.
-    assert!(std::fs::read_to_string(&log).unwrap().contains("mounted"));
+    let s = serve.start(dir.path());
+    assert!(is_mounted(&served));
+    assert_eq!(names(&served), ["daily", "released"]);
 
-    for (ignore, words) in exec("ExecStop") {
-        let st = Command::new(&words[0]).args(&words[1..]).status().unwrap();
-        assert!(ignore || st.success(), "{words:?}");
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "the service did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "{status}: {}",
-        std::fs::read_to_string(&log).unwrap()
+    // What operators copy into the read-write mount is served; the served
+    // mount takes no writes.
+    let rel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+    std::fs::create_dir_all(mnt.join(rel).parent().unwrap()).unwrap();
+    std::fs::write(mnt.join(rel), b"kernel").unwrap();
+    wait_for(
+        || std::fs::read(served.join(rel)).is_ok_and(|b| b == b"kernel"),
+        || format!("the insert is not served\n{}", s.log_text()),
     );
+    let refused = std::fs::write(served.join(rel), b"other").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    assert!(
+        s.log_text().contains("opens answered by the kernel"),
+        "{}",
+        s.log_text()
+    );
+
+    serve.stop(s);
+    assert!(!is_mounted(&served));
+    main.stop(m);
     assert!(!is_mounted(&mnt));
 }

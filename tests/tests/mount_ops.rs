@@ -26,6 +26,17 @@ fn ok(cmd: &str) {
     assert!(success, "`{cmd}` failed: {err}");
 }
 
+/// `mountctl --store STORE ARGS…`, which must succeed.
+fn mountctl(store: &Path, args: &[&str]) {
+    let out = Command::new(mountctl_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
 fn q(p: &Path) -> String {
     format!("'{}'", p.display())
 }
@@ -364,22 +375,13 @@ fn an_item_inserted_again_with_other_content_never_serves_the_old_bytes() {
     // Opened by a fresh lookup, as a client would after the insert.
     let mut old = std::fs::File::open(m.path().join("daily").join(rel)).unwrap();
     std::fs::remove_file(&kernel).unwrap();
-    let mountctl = |args: &[&str]| {
-        let out = Command::new(mountctl_bin())
-            .arg("--store")
-            .arg(&s.store)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    };
     // Reading the metadata commits the removal.
     let _ = std::fs::read(m.path().join("daily/streams/v1/index.json")).unwrap();
-    mountctl(&["reap-orphans", "--now"]);
+    mountctl(&s.store, &["reap-orphans", "--now"]);
     let build = s._dir.path().join("build");
     std::fs::create_dir_all(build.join(rel).parent().unwrap()).unwrap();
     std::fs::write(build.join(rel), b"new kernel, longer").unwrap();
-    mountctl(&["insert", build.to_str().unwrap(), "daily"]);
+    mountctl(&s.store, &["insert", build.to_str().unwrap(), "daily"]);
     // The first read that succeeds gives the new bytes.
     let mut read = None;
     wait_for(&m, "the insert shows through the mount", || {
@@ -500,6 +502,121 @@ fn a_read_only_mount_beside_a_read_write_one_follows_its_changes() {
             && std::fs::read(ro.path().join(&products)).ok()
                 == std::fs::read(rw.path().join(&products)).ok()
     });
+    ro.unmount();
+    rw.unmount();
+}
+
+/// Drops the kernel's clean page cache, so that what a test reads next
+/// comes from the daemon (root only; reported when refused).
+fn drop_page_cache() {
+    if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
+        streamfs_tests::report(&format!(
+            "page cache not dropped ({e}): reads below may come from it"
+        ));
+    }
+}
+
+/// A read-only mount lets the kernel answer opens (no OPEN request, so no
+/// handle to keep a generation in): a document opened there before commits
+/// still reads as the generation it was opened in, at its size, after its
+/// cached pages are dropped and its generation directory is deleted.
+#[test]
+fn a_document_open_on_the_read_only_mount_keeps_its_generation() {
+    use std::io::Read;
+    let Some(s) = setup() else { return };
+    let rw = Mount::new(&s.store);
+    let ro = Mount::with_options(&s.store, &["ro"]);
+    let insert = |version: &str| {
+        let kernel = rw.path().join(format!(
+            "daily/noble/amd64/{version}/ga-24.04/generic/boot-kernel"
+        ));
+        std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
+        std::fs::write(kernel, version).unwrap();
+    };
+    insert("20250101");
+    let products = format!("daily/streams/v1/{DAILY_PRODUCTS}");
+    wait_for(&ro, "the insert shows through the read-only mount", || {
+        std::fs::read(ro.path().join(&products)).ok()
+            == std::fs::read(rw.path().join(&products)).ok()
+    });
+    let before = std::fs::read(ro.path().join(&products)).unwrap();
+    let mut held = std::fs::File::open(ro.path().join(&products)).unwrap();
+    let mut first = [0u8; 1];
+    held.read_exact(&mut first).unwrap();
+    // Two more commits: the store keeps only the generation before the
+    // current one.
+    insert("20250102");
+    insert("20250103");
+    wait_for(&ro, "the commits show through the read-only mount", || {
+        std::fs::read(ro.path().join(&products)).ok()
+            == std::fs::read(rw.path().join(&products)).ok()
+    });
+    assert_ne!(std::fs::read(ro.path().join(&products)).unwrap(), before);
+    drop_page_cache();
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert_eq!([&first[..], &rest].concat(), before, "{}", ro.log_text());
+    assert_eq!(held.metadata().unwrap().len(), before.len() as u64);
+    drop(held);
+    ro.unmount();
+    rw.unmount();
+}
+
+/// On a read-only mount the kernel keeps an item's pages across opens, and
+/// nothing is asked of the daemon per open: an item removed, reaped and
+/// inserted again with other content must still be read with its new bytes
+/// by new opens (its number changed, and the watcher drops the kernel's
+/// entry for the path), while a reader that had started keeps its bytes.
+#[test]
+fn the_read_only_mount_serves_an_item_inserted_again_with_its_new_bytes() {
+    use std::io::Read;
+    let Some(s) = setup() else { return };
+    let rw = Mount::new(&s.store);
+    let ro = Mount::with_options(&s.store, &["ro"]);
+    let rel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+    std::fs::create_dir_all(rw.path().join(rel).parent().unwrap()).unwrap();
+    std::fs::write(rw.path().join(rel), b"old kernel").unwrap();
+    wait_for(&ro, "the insert shows through the read-only mount", || {
+        std::fs::read(ro.path().join(rel)).is_ok_and(|b| b == b"old kernel")
+    });
+    let mut old = std::fs::File::open(ro.path().join(rel)).unwrap();
+    let mut first = [0u8; 4];
+    old.read_exact(&mut first).unwrap();
+    ok(&format!("rm {}", q(&rw.path().join(rel))));
+    // Reading the metadata commits the removal.
+    let _ = std::fs::read(rw.path().join("daily/streams/v1/index.json")).unwrap();
+    mountctl(&s.store, &["reap-orphans", "--now"]);
+    wait_for(
+        &ro,
+        "the reaped item is gone from the read-only mount",
+        || !ro.path().join(rel).exists(),
+    );
+    let build = s._dir.path().join("build");
+    let item = build.join(rel.strip_prefix("daily/").unwrap());
+    std::fs::create_dir_all(item.parent().unwrap()).unwrap();
+    std::fs::write(&item, b"new kernel, longer").unwrap();
+    mountctl(&s.store, &["insert", build.to_str().unwrap(), "daily"]);
+    let mut read = None;
+    wait_for(
+        &ro,
+        "the new insert shows through the read-only mount",
+        || {
+            read = std::fs::read(ro.path().join(rel)).ok();
+            read.is_some()
+        },
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.unwrap()),
+        "new kernel, longer",
+        "{}",
+        ro.log_text()
+    );
+    assert_eq!(std::fs::metadata(ro.path().join(rel)).unwrap().len(), 18);
+    let mut rest = Vec::new();
+    old.read_to_end(&mut rest).unwrap();
+    assert_eq!([&first[..], &rest].concat(), b"old kernel");
+    assert_eq!(old.metadata().unwrap().len(), 10);
+    drop(old);
     ro.unmount();
     rw.unmount();
 }

@@ -1,8 +1,10 @@
 //! A mirror host end to end: a signed store mounted with `-o allow_other`,
-//! the util-scenario builds copied in with `cp -r`, then served by nginx
-//! (Debian's package, workers as www-data) and rsyncd on loopback, both
-//! configured from the files shipped in contrib/, and read by the reference
-//! simplestreams clients with every signature and checksum verified.
+//! the util-scenario builds copied in with `cp -r`, a second, read-only
+//! mount of the store (`-o ro,allow_other`, as contrib/systemd's
+//! streamfs-serve@ unit makes) served by nginx (Debian's package, workers as
+//! www-data) and rsyncd on loopback, both configured from the files shipped
+//! in contrib/, and read by the reference simplestreams clients with every
+//! signature and checksum verified.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,11 +30,13 @@ fn sh(cmd: &str) {
 }
 
 /// A signed scenario store (`mountctl keygen`), mounted with allow_other,
-/// with every util-scenario build copied into `candidate` by `cp -r`.
+/// with every util-scenario build copied into `candidate` by `cp -r`, and
+/// mounted read-only for serving.
 struct Served {
     store: TestStore,
     keyring: PathBuf,
     mount: Mount,
+    serve: Mount,
 }
 
 fn served() -> Option<Served> {
@@ -52,10 +56,12 @@ fn served() -> Option<Served> {
     for b in &builds {
         sh(&format!("cp -r '{}'/. '{}'", b.display(), cand.display()));
     }
+    let serve = Mount::with_options(&store.root, &["ro", "allow_other"]);
     Some(Served {
         store,
         keyring,
         mount,
+        serve,
     })
 }
 
@@ -110,7 +116,7 @@ fn nginx_and_rsyncd_serve_the_mount_to_simplestreams_clients() {
         return;
     };
     let Some(s) = served() else { return };
-    let Some(nginx) = Nginx::start(s.mount.path()) else {
+    let Some(nginx) = Nginx::start(s.serve.path()) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -210,7 +216,7 @@ fn nginx_and_rsyncd_serve_the_mount_to_simplestreams_clients() {
 
     // rsyncd: the whole mount copied, every item matching its sha256 and
     // the copied metadata still verifying with gpgv.
-    let Some(rsyncd) = Rsyncd::start(s.mount.path()) else {
+    let Some(rsyncd) = Rsyncd::start(s.serve.path()) else {
         return;
     };
     let copy = tmp.path().join("rsync");
@@ -241,13 +247,14 @@ fn nginx_and_rsyncd_serve_the_mount_to_simplestreams_clients() {
             String::from_utf8_lossy(&st.stderr)
         );
     }
+    s.serve.unmount();
     s.mount.unmount();
 }
 
 #[test]
 fn rm_r_of_a_version_keeps_its_files_downloadable_until_reaped() {
     let Some(s) = served() else { return };
-    let Some(nginx) = Nginx::start(s.mount.path()) else {
+    let Some(nginx) = Nginx::start(s.serve.path()) else {
         return;
     };
     let before = s.items();
@@ -278,17 +285,31 @@ fn rm_r_of_a_version_keeps_its_files_downloadable_until_reaped() {
     let after = s.items();
     assert!(after.iter().all(|i| i["version_name"] != "20250101"));
     assert_eq!(after.len(), before.len() - 24);
-    let served_meta = nginx.get(&format!("/candidate/streams/v1/{PRODUCTS}"));
-    assert_eq!(served_meta.status, 200);
-    let doc: Value = serde_json::from_slice(&served_meta.body).unwrap();
-    for (pid, p) in doc["products"].as_object().unwrap() {
+    // The served mount shows the commit within a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served_meta = nginx.get(&format!("/candidate/streams/v1/{PRODUCTS}"));
+        assert_eq!(served_meta.status, 200);
+        let doc: Value = serde_json::from_slice(&served_meta.body).unwrap();
+        let listing = nginx.get("/candidate/noble/amd64/");
+        let listed = String::from_utf8_lossy(&listing.body).contains("20250101");
+        let still: Vec<&String> = doc["products"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p["versions"].get("20250101").is_some())
+            .map(|(pid, _)| pid)
+            .collect();
+        if !listed && still.is_empty() {
+            break;
+        }
         assert!(
-            p["versions"].get("20250101").is_none(),
-            "{pid} still lists 20250101"
+            Instant::now() < deadline,
+            "still served: listed {listed}, in the metadata of {still:?}\n{}",
+            s.serve.log_text()
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
-    let listing = nginx.get("/candidate/noble/amd64/");
-    assert!(!String::from_utf8_lossy(&listing.body).contains("20250101"));
 
     // orphans.json lists exactly the blobs nothing references any more.
     let orphans = read_json(&s.store.root.join("orphans.json"));
@@ -338,5 +359,6 @@ fn rm_r_of_a_version_keeps_its_files_downloadable_until_reaped() {
     }
     let orphans = read_json(&s.store.root.join("orphans.json"));
     assert!(orphans.as_object().unwrap().is_empty(), "{orphans}");
+    s.serve.unmount();
     s.mount.unmount();
 }
