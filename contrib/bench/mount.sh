@@ -2,9 +2,10 @@
 # Benchmarks of the mount, each figure a ratio against a native baseline
 # measured in the same run (medians of RUNS runs):
 #
-#   read    sequential read of a 1 GiB item through the mount (passthrough and
-#           --no-passthrough) vs `dd` of its pool blob; warm page cache for
-#           both (the blob is read once first).
+#   read    sequential read of a 1 GiB item through the mount (passthrough,
+#           --no-passthrough, and a read-only mount, where the kernel serves
+#           it from its page cache) vs `dd` of its pool blob; warm page
+#           cache for all (each read once first).
 #   insert  `cp` of a 1 GiB file into the mount vs `cp` + `sync -f` to a
 #           directory on the store's filesystem; the source is page-cached,
 #           its first bytes changed each run (a new blob every time).
@@ -102,23 +103,29 @@ if [[ " $sections " == *" read "* ]]; then
     pt=$MOUNT_PID
     mount_store rstore rmnt2 --no-passthrough
     npt=$MOUNT_PID
+    mount_store rstore rmnt3 -o ro
+    ro=$MOUNT_PID
     # Four reads per measurement: one read of a cached GiB takes ~60 ms.
     read4() { for _ in 1 2 3 4; do dd if="$1" of=/dev/null bs=1M status=none; done; }
     read4 "$blob"
-    nat=() via=() nop=()
+    cat "rmnt3/$item" > /dev/null
+    nat=() via=() nop=() rop=()
     for _ in $(seq "$runs"); do
         nat+=("$(t read4 "$blob")")
         via+=("$(t read4 "rmnt/$item")")
         nop+=("$(t read4 "rmnt2/$item")")
+        rop+=("$(t read4 "rmnt3/$item")")
     done
-    n=$(median "${nat[@]}") p=$(median "${via[@]}") q=$(median "${nop[@]}")
+    n=$(median "${nat[@]}") p=$(median "${via[@]}") q=$(median "${nop[@]}") r=$(median "${rop[@]}")
     gb() { awk "BEGIN{printf \"%.1f\", 4 * $size / 1024 * 1.073741824 / $1}"; }
     say "read: 4 x ${size} MiB, warm cache, dd bs=1M, median of $runs"
     say "  pool blob (native):   ${n}s  $(gb "$n") GB/s   (runs: ${nat[*]})"
     say "  mount, passthrough:   ${p}s  $(gb "$p") GB/s   (runs: ${via[*]})  ratio $(div "$n" "$p")"
     say "  mount, no passthrough: ${q}s  $(gb "$q") GB/s   (runs: ${nop[*]})  ratio $(div "$n" "$q")"
+    say "  read-only mount:      ${r}s  $(gb "$r") GB/s   (runs: ${rop[*]})  ratio $(div "$n" "$r")"
     unmount_store "$pt"
     unmount_store "$npt"
+    unmount_store "$ro"
 fi
 
 if [[ " $sections " == *" insert "* ]]; then
@@ -249,6 +256,7 @@ EOF
     warm texport
     warm tmnt/daily
     warm twmnt/daily
+    cat rexport/noble/amd64/20250101/squashfs "rmnt/$item" > /dev/null
     nr=() mr=() wr=() nb=() mb=()
     for _ in $(seq "$runs"); do
         nr+=("$(rps $((port + 1)) urls-export.txt)")
