@@ -226,7 +226,11 @@ mod tests {
             Some(std::path::Path::new("/var/log/streamfs.log"))
         );
         assert!(o.no_passthrough);
+        assert!(!o.passthrough);
         assert!(matches!(o.acl, SessionACL::RootAndOwner));
+        let o = MountOpts::parse(&["ro", "passthrough"]).unwrap();
+        assert!(o.passthrough);
+        assert_eq!(o.kernel, vec![MountOption::RO]);
     }
 
     #[test]

@@ -620,3 +620,26 @@ fn the_read_only_mount_serves_an_item_inserted_again_with_its_new_bytes() {
     ro.unmount();
     rw.unmount();
 }
+
+/// `-o ro,passthrough` keeps FUSE passthrough on a read-only mount (the
+/// daemon answers opens), and it still shows what the read-write mount
+/// inserts.
+#[test]
+fn a_read_only_mount_with_passthrough_keeps_its_opens_in_the_daemon() {
+    let Some(s) = setup() else { return };
+    let rw = Mount::new(&s.store);
+    let ro = Mount::with_options(&s.store, &["ro", "passthrough"]);
+    let rel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+    std::fs::create_dir_all(rw.path().join(rel).parent().unwrap()).unwrap();
+    std::fs::write(rw.path().join(rel), b"kernel").unwrap();
+    wait_for(&ro, "the insert shows through the read-only mount", || {
+        std::fs::read(ro.path().join(rel)).is_ok_and(|b| b == b"kernel")
+    });
+    let log = ro.log_text();
+    assert!(log.contains("FUSE passthrough enabled"), "{log}");
+    assert!(!log.contains("opens answered by the kernel"), "{log}");
+    let refused = std::fs::write(ro.path().join(rel), b"other").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    ro.unmount();
+    rw.unmount();
+}
