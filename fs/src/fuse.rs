@@ -223,10 +223,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        // An open file's attributes are its content number's: no handle
-        // needed.
-        let _ = fh;
+    /// An open file's attributes are those of its number (see
+    /// [`StreamFs::getattr`]): the handle is not needed.
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(err(&e)),
@@ -639,13 +638,13 @@ impl Filesystem for FuseFs {
             if full {
                 // This entry and the rest were not sent: the kernel holds
                 // no reference to them.
-                let unsent = entries.filter(|((.., a), i)| *i > 1 && a.is_some());
-                for ino in handed_out
-                    .filter(|_| i > 1)
-                    .into_iter()
-                    .chain(unsent.filter_map(|((.., a), _)| a.map(|a| a.ino)))
-                {
-                    self.fs.forget(ino, 1);
+                let rest = entries.map(|((.., a), i)| (a.map(|a| a.ino), i));
+                for (ino, i) in std::iter::once((handed_out, i)).chain(rest) {
+                    if let Some(ino) = ino
+                        && i > 1
+                    {
+                        self.fs.forget(ino, 1);
+                    }
                 }
                 break;
             }

@@ -405,8 +405,10 @@ impl Model {
     }
 
     /// Listed directories of a stream (stream-relative), found by walking
-    /// from its root as `find` does.
-    fn listed_dirs(&self, s: usize) -> BTreeSet<String> {
+    /// from its root as `find` does; `made`: with the directories made by
+    /// `mkdir` that hold no item yet, which only the mount that made them
+    /// shows.
+    fn listed_dirs(&self, s: usize, made: bool) -> BTreeSet<String> {
         let files = self.files(s);
         let mut all: BTreeSet<String> = files
             .keys()
@@ -416,6 +418,7 @@ impl Model {
         let extra: BTreeSet<String> = self
             .dirs
             .iter()
+            .filter(|_| made)
             .filter_map(|d| d.strip_prefix(&prefix).map(String::from))
             .collect();
         // A kept directory is listed when its parent is.
@@ -798,6 +801,11 @@ struct Real {
     tmp: tempfile::TempDir,
     store: PathBuf,
     mount: Option<Mount>,
+    /// A read-only mount of the same store, as a mirror serves it (opens
+    /// answered by the kernel, pages kept): read along after every step,
+    /// so its caches hold every intermediate state, and compared with the
+    /// model at the end of the case.
+    served: Option<Mount>,
     builds: usize,
 }
 
@@ -840,16 +848,22 @@ impl Real {
         .expect("tempdir");
         let store = tmp.path().join("store");
         let mount = Some(Mount::new(&store));
+        let served = Some(Mount::with_options(&store, &["ro"]));
         Real {
             tmp,
             store,
             mount,
+            served,
             builds: 0,
         }
     }
 
     fn mnt(&self) -> &Path {
         self.mount.as_ref().expect("mounted").path()
+    }
+
+    fn served(&self) -> &Path {
+        self.served.as_ref().expect("mounted").path()
     }
 
     fn at(&self, s: usize, rel: &str) -> PathBuf {
@@ -1075,8 +1089,10 @@ fn model_rows(m: &Model, s: usize) -> BTreeSet<Row> {
     out
 }
 
-fn mount_rows(r: &Real, s: usize) -> BTreeSet<Row> {
-    let file = r.at(s, &format!("streams/v1/{}.json", CONTENT_ID[s]));
+fn mount_rows(mnt: &Path, s: usize) -> BTreeSet<Row> {
+    let file = mnt
+        .join(STREAMS[s])
+        .join(format!("streams/v1/{}.json", CONTENT_ID[s]));
     flat_items(&file)
         .into_iter()
         .map(|i| {
@@ -1095,9 +1111,11 @@ fn mount_rows(r: &Real, s: usize) -> BTreeSet<Row> {
 }
 
 /// Compares everything the mount shows with the model.
-fn check(m: &Model, r: &Real) -> Result<(), String> {
+/// The mount at `mnt` shows what the model holds; `writer`: it is the
+/// mount the operations went through (see [`Model::listed_dirs`]).
+fn check(m: &Model, mnt: &Path, writer: bool) -> Result<(), String> {
     for (s, stream) in STREAMS.iter().enumerate() {
-        let root = r.mnt().join(stream);
+        let root = mnt.join(stream);
         let (files, dirs) = walk(&root);
         let want: BTreeMap<String, Vec<u8>> =
             m.files(s).into_iter().map(|(p, c)| (p, bytes(c))).collect();
@@ -1111,7 +1129,7 @@ fn check(m: &Model, r: &Real) -> Result<(), String> {
                 exp.difference(&got).collect::<Vec<_>>()
             ));
         }
-        let want_dirs = m.listed_dirs(s);
+        let want_dirs = m.listed_dirs(s, writer);
         if dirs != want_dirs {
             return Err(format!(
                 "{}: listed directories differ: mount has {:?} more, {:?} fewer",
@@ -1129,7 +1147,7 @@ fn check(m: &Model, r: &Real) -> Result<(), String> {
                 }
             }
         }
-        let (got, want) = (mount_rows(r, s), model_rows(m, s));
+        let (got, want) = (mount_rows(mnt, s), model_rows(m, s));
         if got != want {
             return Err(format!(
                 "{}: flattened metadata differs: mount has {:?}, model {:?}",
@@ -1158,15 +1176,34 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
                 real.log()
             )));
         }
-        if let Err(e) = check(&model, &real) {
+        if let Err(e) = check(&model, real.mnt(), true) {
             return Err(TestCaseError::fail(format!(
                 "after step {i} {op:?}: {e}\n{}",
                 real.log()
             )));
         }
+        // Whatever generation the served mount shows now, read all of it.
+        let _ = walk(real.served());
+    }
+    // The served mount shows the last commit within a second (it notices
+    // commits made beside it), whatever its caches held before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = check(&model, real.served(), false) {
+        if Instant::now() > deadline {
+            let log = real.served.as_ref().map(Mount::log_text);
+            return Err(TestCaseError::fail(format!(
+                "the read-only mount after {} steps: {e}\n{}",
+                ops.len(),
+                log.unwrap_or_default()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     real.fsck()
         .map_err(|e| TestCaseError::fail(format!("fsck after {} steps: {e}", ops.len())))?;
+    if let Some(m) = real.served.take() {
+        m.unmount();
+    }
     if let Some(m) = real.mount.take() {
         m.unmount();
     }
@@ -1383,7 +1420,7 @@ fn a_shell_redirect_inserts_what_is_written_after_the_descriptor_is_duplicated()
         real.log()
     );
     assert_eq!(model.apply(&Op::Copy { s: 0, f, c: 1 }), Outcome::Ok);
-    if let Err(e) = check(&model, &real) {
+    if let Err(e) = check(&model, real.mnt(), true) {
         panic!("{e}\n{}", real.log());
     }
 }
