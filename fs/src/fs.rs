@@ -32,7 +32,7 @@ use streamfs_core::streams::filter::ItemFilter;
 use streamfs_core::{Error, timefmt};
 use tracing::{debug, info, warn};
 
-use crate::inode::{Content, Doc, InodeTable, ItemStamp, ROOT, doc_ino, ino_of};
+use crate::inode::{Content, Doc, InodeTable, ItemStamp, ROOT, doc_ino, ino_of, item_ino};
 use crate::verify::BlobVerifier;
 
 /// Why an operation failed; `errno.rs` maps it.
@@ -535,18 +535,24 @@ impl StreamFs {
         self.inodes
             .all()
             .into_iter()
-            .map(|(ino, path, content)| {
-                let known = match (content, self.resolve(&view, &path)) {
+            .map(|n| {
+                let (ino, path) = (n.ino, n.path);
+                let known = match (n.content, self.resolve(&view, &path)) {
                     (Some(Content::Doc(_)), _) => Known::Doc,
                     (Some(Content::Item(i)), Some(Node::Blob(f))) if f.blob.sha256 == i.sha256 => {
                         Known::Item
                     }
-                    (Some(Content::Item(_)), _) | (None, None) => Known::Gone {
+                    (_, Some(Node::Dir)) => Known::Dir,
+                    // Entries the kernel keeps an hour, leading where the
+                    // path no longer does; unless the kernel dropped the
+                    // entry itself: telling it again takes the directory's
+                    // lock (see `KernelCaches::drop_all`). Other numbers'
+                    // entries are not cached.
+                    (Some(Content::Item(_) | Content::Dir), _) if !n.dropped => Known::Gone {
                         parent: ino_of(parent_of(&path)),
                         name: path.rsplit('/').next().unwrap_or(&path).to_string(),
                     },
-                    (None, Some(Node::Dir)) => Known::Dir,
-                    (None, Some(_)) => Known::File,
+                    _ => Known::File,
                 };
                 (ino, known)
             })
@@ -840,7 +846,8 @@ impl StreamFs {
             ),
             // Registered when handed to the kernel (see `hand_out`).
             Node::Generated(d) => d.ino,
-            _ => self.inodes.register(path),
+            Node::Dir => self.inodes.register_dir(path),
+            Node::Pending(_) => self.inodes.register(path),
         }
     }
 
@@ -851,6 +858,27 @@ impl StreamFs {
         if let Node::Generated(d) = node {
             self.inodes.hand_out_doc(path, d);
         }
+    }
+
+    /// The kernel is about to drop its entry `name` in `parent` (an
+    /// `unlink`, `rmdir` or `rename` through the mount): recorded on the
+    /// number it leads to (see [`InodeTable::dropped`]), which is returned
+    /// for [`StreamFs::entry_kept`].
+    pub fn entry_dropped(&self, parent: u64, name: &str) -> Option<u64> {
+        let path = join(&self.inodes.path(parent)?, name);
+        let ino = match self.resolve(&self.current(), &path)? {
+            Node::Blob(f) => item_ino(&path, &f.blob.sha256),
+            Node::Generated(d) => d.ino,
+            Node::Dir | Node::Pending(_) => ino_of(&path),
+        };
+        self.inodes.dropped(ino, true);
+        Some(ino)
+    }
+
+    /// The request of [`StreamFs::entry_dropped`] failed: the kernel keeps
+    /// its entry leading to `ino`.
+    pub fn entry_kept(&self, ino: u64) {
+        self.inodes.dropped(ino, false);
     }
 
     /// The kernel forgot `n` of the entries it was handed for `ino`.
@@ -972,7 +1000,7 @@ impl StreamFs {
                 return Ok(self.attr_of(&self.current(), &path, &Node::Generated(d)));
             }
             Some(Content::Item(item)) => item,
-            None => return self.stat_path(&path),
+            Some(Content::Dir) | None => return self.stat_path(&path),
         };
         let now = self.stat_path(&path);
         if now.as_ref().map_or(true, |a| a.ino != ino) {

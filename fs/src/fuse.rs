@@ -80,6 +80,34 @@ impl FuseFs {
     }
 }
 
+impl FuseFs {
+    /// Runs a request after which the kernel drops its entries `names`
+    /// (directory, name): unlink, rmdir, rename (both names), recording
+    /// that beforehand, so that the generation watcher leaves those entries
+    /// alone. Dropping an entry takes its directory's lock, which the kernel
+    /// holds while this very request waits for its reply; were the daemon
+    /// killed meanwhile, the watcher's thread would wait for it forever and
+    /// keep the dying daemon (and every request to the mount) from ever
+    /// finishing.
+    fn dropping_entries<T>(
+        &self,
+        names: &[(INodeNo, &OsStr)],
+        op: impl FnOnce() -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let inos: Vec<u64> = names
+            .iter()
+            .filter_map(|(parent, name)| self.fs.entry_dropped(parent.0, name.to_str()?))
+            .collect();
+        let r = op();
+        if r.is_err() {
+            for ino in inos {
+                self.fs.entry_kept(ino);
+            }
+        }
+        r
+    }
+}
+
 fn caller(req: &Request) -> Caller {
     Caller::user(req.uid())
 }
@@ -287,10 +315,12 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| {
-            self.fs
-                .unlink(caller(req), parent.0, n)
-                .map_err(|e| err(&e))
+        let r = self.dropping_entries(&[(parent, name)], || {
+            name_str(name).and_then(|n| {
+                self.fs
+                    .unlink(caller(req), parent.0, n)
+                    .map_err(|e| err(&e))
+            })
         });
         match r {
             Ok(()) => reply.ok(),
@@ -299,9 +329,11 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = self.committing(|| {
-            name_str(name)
-                .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)))
+        let r = self.dropping_entries(&[(parent, name)], || {
+            self.committing(|| {
+                name_str(name)
+                    .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)))
+            })
         });
         match r {
             Ok(()) => reply.ok(),
@@ -346,12 +378,14 @@ impl Filesystem for FuseFs {
             reply.error(Errno::EINVAL);
             return;
         }
-        let r = self.committing(|| {
-            name_str(name).and_then(|n| {
-                let nn = name_str(newname)?;
-                self.fs
-                    .rename(caller(req), parent.0, n, newparent.0, nn)
-                    .map_err(|e| err(&e))
+        let r = self.dropping_entries(&[(parent, name), (newparent, newname)], || {
+            self.committing(|| {
+                name_str(name).and_then(|n| {
+                    let nn = name_str(newname)?;
+                    self.fs
+                        .rename(caller(req), parent.0, n, newparent.0, nn)
+                        .map_err(|e| err(&e))
+                })
             })
         });
         match r {

@@ -94,17 +94,23 @@ impl Doc {
     }
 }
 
-/// What a content number stands for.
+/// What a number stands for, where the path alone does not tell.
 #[derive(Clone, Debug)]
 pub enum Content {
     Item(ItemStamp),
     Doc(Doc),
+    /// A directory: the kernel keeps its entry for an hour.
+    Dir,
 }
 
 #[derive(Debug)]
 struct Entry {
     path: String,
     content: Option<Content>,
+    /// The kernel dropped its entry for the path while it led to this
+    /// number (an `unlink`, `rmdir` or `rename` through the mount), and has
+    /// not been handed the number again since.
+    dropped: bool,
     /// For a document: how many times the kernel was handed the number
     /// (entries of LOOKUP and READDIRPLUS replies) and has not forgotten
     /// it. The document's file is closed when this drops to zero.
@@ -117,13 +123,23 @@ pub struct InodeTable {
     entries: Mutex<HashMap<u64, Entry>>,
 }
 
+/// A number handed out, as [`InodeTable::all`] lists it.
+#[derive(Debug)]
+pub struct Numbered {
+    pub ino: u64,
+    pub path: String,
+    pub content: Option<Content>,
+    /// The kernel dropped its entry for the path ([`InodeTable::dropped`]).
+    pub dropped: bool,
+}
+
 impl InodeTable {
     /// Records `path` (a directory, a generated file, a file being written)
     /// and returns its number.
     pub fn register(&self, path: &str) -> u64 {
         let ino = ino_of(path);
         if ino != ROOT {
-            self.record(ino, path, None);
+            self.record(ino, path, None, 0);
         }
         ino
     }
@@ -131,7 +147,7 @@ impl InodeTable {
     /// Records the item at `path` holding `item` and returns its number.
     pub fn register_item(&self, path: &str, item: ItemStamp) -> u64 {
         let ino = item_ino(path, &item.sha256);
-        self.record(ino, path, Some(Content::Item(item)));
+        self.record(ino, path, Some(Content::Item(item)), 0);
         ino
     }
 
@@ -139,15 +155,9 @@ impl InodeTable {
     /// more, and returns its number: the table keeps the document readable
     /// until the kernel forgets it as often ([`InodeTable::forget`]).
     pub fn hand_out_doc(&self, path: &str, doc: &Doc) -> u64 {
-        self.record(doc.ino, path, Some(Content::Doc(doc.clone())));
-        if let Some(e) = self
-            .entries
-            .lock()
-            .expect("inode table lock")
-            .get_mut(&doc.ino)
-        {
-            e.lookups += 1;
-        }
+        // Recorded and counted at once: a FORGET of the number's earlier
+        // references must not remove it in between.
+        self.record(doc.ino, path, Some(Content::Doc(doc.clone())), 1);
         doc.ino
     }
 
@@ -167,13 +177,36 @@ impl InodeTable {
         }
     }
 
-    fn record(&self, ino: u64, path: &str, content: Option<Content>) {
+    /// Records whether the kernel dropped its entry leading to `ino` (a
+    /// request of its own, `unlink`, `rmdir` or `rename`, is about to), or
+    /// keeps it after all (the request failed). Handing the number out
+    /// again clears it.
+    pub fn dropped(&self, ino: u64, dropped: bool) {
+        if let Some(e) = self.entries.lock().expect("inode table lock").get_mut(&ino) {
+            e.dropped = dropped;
+        }
+    }
+
+    /// Records the directory at `path` and returns its number.
+    pub fn register_dir(&self, path: &str) -> u64 {
+        let ino = ino_of(path);
+        if ino != ROOT {
+            self.record(ino, path, Some(Content::Dir), 0);
+        }
+        ino
+    }
+
+    /// Records `ino` at `path` (with `content` when given), handed to the
+    /// kernel `lookups` more times.
+    fn record(&self, ino: u64, path: &str, content: Option<Content>, lookups: u64) {
         let mut m = self.entries.lock().expect("inode table lock");
         let e = m.entry(ino).or_insert_with(|| Entry {
             path: path.to_string(),
             content: None,
+            dropped: false,
             lookups: 0,
         });
+        e.dropped = false;
         if e.path != path {
             tracing::warn!(ino, old = e.path, new = path, "inode number collision");
             e.path = path.to_string();
@@ -183,6 +216,7 @@ impl InodeTable {
         if content.is_some() {
             e.content = content;
         }
+        e.lookups += lookups;
     }
 
     /// The path of a number given out earlier.
@@ -203,14 +237,18 @@ impl InodeTable {
             .map(|e| (e.path.clone(), e.content.clone()))
     }
 
-    /// Every number given out, with its path and, for a content number,
-    /// its content (for cache invalidation).
-    pub fn all(&self) -> Vec<(u64, String, Option<Content>)> {
+    /// Every number given out (for cache invalidation).
+    pub fn all(&self) -> Vec<Numbered> {
         self.entries
             .lock()
             .expect("inode table lock")
             .iter()
-            .map(|(i, e)| (*i, e.path.clone(), e.content.clone()))
+            .map(|(i, e)| Numbered {
+                ino: *i,
+                path: e.path.clone(),
+                content: e.content.clone(),
+                dropped: e.dropped,
+            })
             .collect()
     }
 }
