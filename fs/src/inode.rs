@@ -295,6 +295,9 @@ mod tests {
         assert!(matches!(t.get(doc.ino), Some((_, Some(Content::Doc(_))))));
         t.forget(doc.ino, 1);
         assert!(t.get(doc.ino).is_none());
+        // Handed out again after a forget: counted afresh.
+        t.hand_out_doc(p, &doc);
+        assert!(matches!(t.get(doc.ino), Some((_, Some(Content::Doc(_))))));
         // Forgetting numbers that hold nothing open keeps them.
         let dir = t.register("daily/noble");
         t.forget(dir, 1);
@@ -312,5 +315,26 @@ mod tests {
         let i = t.register("daily/noble");
         assert_eq!(t.path(i).as_deref(), Some("daily/noble"));
         assert_eq!(t.path(ROOT).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn an_entry_the_kernel_dropped_is_marked_until_handed_out_again() {
+        let t = InodeTable::default();
+        let p = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+        let stamp = ItemStamp {
+            sha256: "a".repeat(64),
+            size: 3,
+            mtime: 7,
+        };
+        let ino = t.register_item(p, stamp.clone());
+        let dropped = |t: &InodeTable| t.all().iter().find(|n| n.ino == ino).unwrap().dropped;
+        assert!(!dropped(&t));
+        t.dropped(ino, true);
+        assert!(dropped(&t));
+        t.dropped(ino, false);
+        assert!(!dropped(&t));
+        t.dropped(ino, true);
+        t.register_item(p, stamp);
+        assert!(!dropped(&t));
     }
 }
