@@ -1145,11 +1145,7 @@ impl StreamFs {
             && let Some(Content::Doc(d)) = &content
         {
             // That generation's document, even after a commit.
-            return Ok(Opened {
-                fh: self.new_handle(Handle::Read(d.file.try_clone()?)),
-                backing: None,
-                direct_io: true,
-            });
+            return self.open_doc(d);
         }
         self.flush_before_metadata(&path);
         let view = self.current();
@@ -1191,14 +1187,7 @@ impl StreamFs {
                         direct_io: false,
                     })
                 }
-                Node::Generated(d) => {
-                    let file = d.file.try_clone()?;
-                    Ok(Opened {
-                        fh: self.new_handle(Handle::Read(file)),
-                        backing: None,
-                        direct_io: true,
-                    })
-                }
+                Node::Generated(d) => self.open_doc(&d),
                 Node::Pending(_) => {
                     Err(refuse(FsError::Busy("being written".into()), "open", &path))
                 }
@@ -1225,6 +1214,15 @@ impl StreamFs {
                 &path,
             )),
         }
+    }
+
+    /// A reader of one generation's document.
+    fn open_doc(&self, d: &Doc) -> FsResult<Opened> {
+        Ok(Opened {
+            fh: self.new_handle(Handle::Read(d.file.try_clone()?)),
+            backing: None,
+            direct_io: true,
+        })
     }
 
     fn open_writer(&self, path: &str, caller: Caller) -> FsResult<Opened> {
@@ -1383,12 +1381,12 @@ impl StreamFs {
     /// bytes are those of the item or document the kernel was handed, even
     /// after a commit.
     pub fn read_by_inode(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
-        match self.inodes.get(ino) {
-            Some((_, Some(Content::Doc(d)))) => read_full(&d.file, offset, size),
-            Some((path, Some(Content::Item(item)))) => {
+        match self.inodes.content(ino) {
+            Some(Content::Doc(d)) => read_full(&d.file, offset, size),
+            Some(Content::Item(item)) => {
                 let file = self
                     .blob_file(&item.sha256)
-                    .map_err(|e| refuse(e, "read", &path))?;
+                    .map_err(|e| refuse(e, "read", &self.inodes.path(ino).unwrap_or_default()))?;
                 read_full(&file, offset, size)
             }
             // Only content is ever read without an open.

@@ -237,6 +237,16 @@ impl InodeTable {
             .map(|e| (e.path.clone(), e.content.clone()))
     }
 
+    /// What a number given out earlier stands for, where its path does not
+    /// tell (no copy of the path: reads by number ask this per request).
+    pub fn content(&self, ino: u64) -> Option<Content> {
+        self.entries
+            .lock()
+            .expect("inode table lock")
+            .get(&ino)
+            .and_then(|e| e.content.clone())
+    }
+
     /// Every number given out (for cache invalidation).
     pub fn all(&self) -> Vec<Numbered> {
         self.entries

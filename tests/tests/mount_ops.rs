@@ -483,16 +483,14 @@ fn a_read_only_mount_beside_a_read_write_one_follows_its_changes() {
     let ro = Mount::with_options(&s.store, &["ro"]);
     let version = "daily/noble/amd64/20250101";
     let kernel = format!("{version}/ga-24.04/generic/boot-kernel");
-    std::fs::create_dir_all(rw.path().join(&kernel).parent().unwrap()).unwrap();
-    std::fs::write(rw.path().join(&kernel), b"kernel").unwrap();
+    put(&rw, &kernel, b"kernel");
     let index = "daily/streams/v1/index.json";
     wait_for(&ro, "the insert shows through the read-only mount", || {
         std::fs::read(ro.path().join(&kernel)).is_ok_and(|b| b == b"kernel")
             && std::fs::read(ro.path().join(index)).ok()
                 == std::fs::read(rw.path().join(index)).ok()
     });
-    let refused = std::fs::write(ro.path().join(&kernel), b"other").unwrap_err();
-    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    assert_refused_read_only(&ro, &kernel);
     ok(&format!("rm -r {}", q(&rw.path().join(version))));
     let products = format!("daily/streams/v1/{DAILY_PRODUCTS}");
     wait_for(&ro, "the removal shows through the read-only mount", || {
@@ -504,6 +502,29 @@ fn a_read_only_mount_beside_a_read_write_one_follows_its_changes() {
     });
     ro.unmount();
     rw.unmount();
+}
+
+/// Writes `data` at `rel` in mount `m`, making its directories: an insert
+/// by copy.
+fn put(m: &Mount, rel: &str, data: &[u8]) {
+    let p = m.path().join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Waits until the read-only mount `ro` reads `data` at `rel`.
+fn wait_served(ro: &Mount, rel: &str, data: &[u8]) {
+    wait_for(
+        ro,
+        &format!("{rel} shows through the read-only mount"),
+        || std::fs::read(ro.path().join(rel)).is_ok_and(|b| b == data),
+    );
+}
+
+/// A write at `rel` through the read-only mount `ro` fails with EROFS.
+fn assert_refused_read_only(ro: &Mount, rel: &str) {
+    let refused = std::fs::write(ro.path().join(rel), b"other").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
 }
 
 /// Drops the kernel's clean page cache, so that what a test reads next
@@ -527,11 +548,8 @@ fn a_document_open_on_the_read_only_mount_keeps_its_generation() {
     let rw = Mount::new(&s.store);
     let ro = Mount::with_options(&s.store, &["ro"]);
     let insert = |version: &str| {
-        let kernel = rw.path().join(format!(
-            "daily/noble/amd64/{version}/ga-24.04/generic/boot-kernel"
-        ));
-        std::fs::create_dir_all(kernel.parent().unwrap()).unwrap();
-        std::fs::write(kernel, version).unwrap();
+        let kernel = format!("daily/noble/amd64/{version}/ga-24.04/generic/boot-kernel");
+        put(&rw, &kernel, version.as_bytes());
     };
     insert("20250101");
     let products = format!("daily/streams/v1/{DAILY_PRODUCTS}");
@@ -574,11 +592,8 @@ fn the_read_only_mount_serves_an_item_inserted_again_with_its_new_bytes() {
     let rw = Mount::new(&s.store);
     let ro = Mount::with_options(&s.store, &["ro"]);
     let rel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
-    std::fs::create_dir_all(rw.path().join(rel).parent().unwrap()).unwrap();
-    std::fs::write(rw.path().join(rel), b"old kernel").unwrap();
-    wait_for(&ro, "the insert shows through the read-only mount", || {
-        std::fs::read(ro.path().join(rel)).is_ok_and(|b| b == b"old kernel")
-    });
+    put(&rw, rel, b"old kernel");
+    wait_served(&ro, rel, b"old kernel");
     let mut old = std::fs::File::open(ro.path().join(rel)).unwrap();
     let mut first = [0u8; 4];
     old.read_exact(&mut first).unwrap();
@@ -630,16 +645,12 @@ fn a_read_only_mount_with_passthrough_keeps_its_opens_in_the_daemon() {
     let rw = Mount::new(&s.store);
     let ro = Mount::with_options(&s.store, &["ro", "passthrough"]);
     let rel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
-    std::fs::create_dir_all(rw.path().join(rel).parent().unwrap()).unwrap();
-    std::fs::write(rw.path().join(rel), b"kernel").unwrap();
-    wait_for(&ro, "the insert shows through the read-only mount", || {
-        std::fs::read(ro.path().join(rel)).is_ok_and(|b| b == b"kernel")
-    });
+    put(&rw, rel, b"kernel");
+    wait_served(&ro, rel, b"kernel");
     let log = ro.log_text();
     assert!(log.contains("FUSE passthrough enabled"), "{log}");
     assert!(!log.contains("opens answered by the kernel"), "{log}");
-    let refused = std::fs::write(ro.path().join(rel), b"other").unwrap_err();
-    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    assert_refused_read_only(&ro, rel);
     ro.unmount();
     rw.unmount();
 }
