@@ -50,6 +50,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a signed file (.sjson, or X.json with X.json.gpg beside it).
     Verify(VerifyArgs),
+    /// Testbed nodes: load and save disk images, drive their CMC cards.
+    #[command(subcommand)]
+    Node(NodeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +216,28 @@ pub struct QueryArgs {
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Node specs: 1-12 fit15-reboot18 ~4-6 (ranges, steps a-b-c, ~ excludes, commas);\n\
+    without any, $NODES; -a starts from [testbed] all_scope."
+)]
+pub enum NodeCommand {
+    /// Print the nodes a spec means.
+    Resolve(NodeSelectArgs),
+    /// Print each effective setting and the file (and line) it came from.
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeSelectArgs {
+    /// Start from the testbed's all_scope.
+    #[arg(short = 'a', long = "all-nodes")]
+    pub all: bool,
+    /// Node specs (default: $NODES).
+    #[arg(value_name = "NODESPEC", allow_hyphen_values = false)]
+    pub specs: Vec<String>,
 }
 
 #[cfg(test)]

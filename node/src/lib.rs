@@ -1,0 +1,10 @@
+//! Testbed node imaging: which nodes a spec means, the layered settings and
+//! inventory that say where they are, and the chunked disk image format
+//! that images are stored in.
+
+pub mod error;
+pub mod inventory;
+pub mod nodespec;
+pub mod settings;
+
+pub use error::{Error, Result};
