@@ -228,6 +228,10 @@ pub enum NodeCommand {
     Resolve(NodeSelectArgs),
     /// Print each effective setting and the file (and line) it came from.
     Config,
+    /// List the images of the images stream: names, versions, sizes, aliases, comments.
+    Images(NodeImagesArgs),
+    /// Store a raw disk image (.img) as a new version of image NAME.
+    Import(NodeImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +242,27 @@ pub struct NodeSelectArgs {
     /// Node specs (default: $NODES).
     #[arg(value_name = "NODESPEC", allow_hyphen_values = false)]
     pub specs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeImagesArgs {
+    /// Every version with its size, date, node and comment.
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// Only images whose name contains this text.
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeImportArgs {
+    /// The raw disk image.
+    pub file: PathBuf,
+    /// The image name (the product in the images stream).
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub name: String,
+    /// A comment kept with the version.
+    #[arg(short = 'c', long)]
+    pub comment: Option<String>,
 }
 
 #[cfg(test)]

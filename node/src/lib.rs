@@ -3,6 +3,8 @@
 //! that images are stored in.
 
 pub mod error;
+pub mod image;
+pub mod images;
 pub mod inventory;
 pub mod nodespec;
 pub mod settings;

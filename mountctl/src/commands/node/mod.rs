@@ -1,5 +1,7 @@
 //! `mountctl node …`: testbed nodes and their disk images.
 
+mod images;
+
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -9,7 +11,7 @@ use streamfs_node::settings::Settings;
 use super::Context;
 use crate::cli::{NodeCommand, NodeSelectArgs};
 
-pub fn run(_ctx: &Context, cmd: NodeCommand) -> Result<ExitCode> {
+pub fn run(ctx: &Context, cmd: NodeCommand) -> Result<ExitCode> {
     let settings = Settings::load().map_err(usage)?;
     match cmd {
         NodeCommand::Resolve(a) => {
@@ -23,6 +25,8 @@ pub fn run(_ctx: &Context, cmd: NodeCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        NodeCommand::Images(a) => images::list(ctx, &settings, a),
+        NodeCommand::Import(a) => images::import(ctx, &settings, a),
     }
 }
 
