@@ -192,24 +192,195 @@ impl Index {
                 c.len
             )));
         }
-        let data = match c.kind {
-            ChunkKind::Zero => vec![0; raw_len],
-            ChunkKind::Raw => stored.to_vec(),
-            ChunkKind::Zstd => {
-                zstd::bulk::decompress(stored, raw_len).map_err(|e| bad(format!("zstd: {e}")))?
-            }
-        };
-        if data.len() != raw_len {
-            return Err(bad(format!(
-                "{} bytes once unpacked, not {raw_len}",
-                data.len()
-            )));
-        }
-        if c.kind != ChunkKind::Zero && Sha256::digest(&data)[..] != c.sha256 {
-            return Err(bad("sha256 mismatch".into()));
-        }
-        Ok(data)
+        unpack(what, i, c.kind, &c.sha256, stored, raw_len)
     }
+}
+
+/// Disk bytes from stored bytes, their length and sha256 checked.
+fn unpack(
+    what: &str,
+    i: usize,
+    kind: ChunkKind,
+    sha256: &[u8; 32],
+    stored: &[u8],
+    raw_len: usize,
+) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::Image {
+        what: what.to_string(),
+        reason: format!("chunk {i}: {reason}"),
+    };
+    let data = match kind {
+        ChunkKind::Zero if stored.is_empty() => vec![0; raw_len],
+        ChunkKind::Zero => return Err(bad("a zero chunk with data".into())),
+        ChunkKind::Raw => stored.to_vec(),
+        ChunkKind::Zstd => {
+            zstd::bulk::decompress(stored, raw_len).map_err(|e| bad(format!("zstd: {e}")))?
+        }
+    };
+    if data.len() != raw_len {
+        return Err(bad(format!(
+            "{} bytes once unpacked, not {raw_len}",
+            data.len()
+        )));
+    }
+    if kind != ChunkKind::Zero && Sha256::digest(&data)[..] != sha256[..] {
+        return Err(bad("sha256 mismatch".into()));
+    }
+    Ok(data)
+}
+
+/// Writes an image file chunk by chunk, in disk order, then its index: the
+/// writer of `pack` and of a node streaming its disk to the host, which
+/// checks every chunk it is given.
+pub struct PackWriter<'f> {
+    what: String,
+    out: &'f mut File,
+    index: Index,
+    whole: Sha256,
+    offset: u64,
+    count: usize,
+}
+
+impl<'f> PackWriter<'f> {
+    pub fn new(what: &str, out: &'f mut File, disk_size: u64, chunk_size: u32) -> Result<Self> {
+        if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+            return Err(Error::Image {
+                what: what.to_string(),
+                reason: format!("chunk size {chunk_size} out of range"),
+            });
+        }
+        let count = disk_size.div_ceil(u64::from(chunk_size)) as usize;
+        let offset = Index::encoded_len(count);
+        out.seek(SeekFrom::Start(offset))
+            .map_err(Error::io(what.to_string()))?;
+        Ok(PackWriter {
+            what: what.to_string(),
+            out,
+            index: Index {
+                chunk_size,
+                disk_size,
+                disk_sha256: [0; 32],
+                chunks: Vec::with_capacity(count),
+            },
+            whole: Sha256::new(),
+            offset,
+            count,
+        })
+    }
+
+    /// The disk range of the next chunk, or `None` when all are written.
+    pub fn next_range(&self) -> Option<(u64, usize)> {
+        let i = self.index.chunks.len();
+        (i < self.count).then(|| self.index.chunk_range(i))
+    }
+
+    /// Adds the next chunk from its disk bytes (compressing it).
+    pub fn push_raw(
+        &mut self,
+        data: &[u8],
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<()> {
+        let (kind, stored) =
+            encode_chunk(data, compressor).map_err(Error::io(self.what.clone()))?;
+        let sha256: [u8; 32] = Sha256::digest(data).into();
+        self.push_checked(kind, sha256, &stored, data)
+    }
+
+    /// Adds the next chunk as stored by someone else (a node): unpacked
+    /// and checked against its sha256 before it is written.
+    pub fn push_stored(&mut self, kind: ChunkKind, sha256: [u8; 32], stored: &[u8]) -> Result<()> {
+        let i = self.index.chunks.len();
+        let Some((_, raw_len)) = self.next_range() else {
+            return Err(Error::Image {
+                what: self.what.clone(),
+                reason: format!("chunk {i} beyond the disk's {} chunks", self.count),
+            });
+        };
+        if stored.len() > zstd::zstd_safe::compress_bound(raw_len) {
+            return Err(Error::Image {
+                what: self.what.clone(),
+                reason: format!("chunk {i}: {} stored bytes for {raw_len}", stored.len()),
+            });
+        }
+        let data = unpack(&self.what, i, kind, &sha256, stored, raw_len)?;
+        // Zero chunks carry the sha256 of their zeros, as `pack` writes them.
+        let sha256 = if kind == ChunkKind::Zero {
+            Sha256::digest(&data).into()
+        } else {
+            sha256
+        };
+        self.push_checked(kind, sha256, stored, &data)
+    }
+
+    fn push_checked(
+        &mut self,
+        kind: ChunkKind,
+        sha256: [u8; 32],
+        stored: &[u8],
+        data: &[u8],
+    ) -> Result<()> {
+        if self.next_range().is_none() {
+            return Err(Error::Image {
+                what: self.what.clone(),
+                reason: "more chunks than the disk holds".into(),
+            });
+        }
+        self.whole.update(data);
+        self.out
+            .write_all(stored)
+            .map_err(Error::io(self.what.clone()))?;
+        self.index.chunks.push(Chunk {
+            kind,
+            offset: if kind == ChunkKind::Zero {
+                0
+            } else {
+                self.offset
+            },
+            len: stored.len() as u32,
+            sha256,
+        });
+        self.offset += stored.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the index once every chunk is in.
+    pub fn finish(mut self) -> Result<Index> {
+        if let Some((start, _)) = self.next_range() {
+            return Err(Error::Image {
+                what: self.what.clone(),
+                reason: format!("ended at byte {start} of {}", self.index.disk_size),
+            });
+        }
+        self.index.disk_sha256 = self.whole.finalize().into();
+        let io = Error::io(self.what.clone());
+        self.out
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.out.write_all(&self.index.encode()))
+            .and_then(|()| self.out.sync_all())
+            .map_err(io)?;
+        Ok(self.index)
+    }
+}
+
+/// How a chunk is stored: nothing for zeros, zstd when it shrinks it, raw
+/// otherwise.
+pub fn encode_chunk(
+    data: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> std::io::Result<(ChunkKind, Vec<u8>)> {
+    if data.iter().all(|&b| b == 0) {
+        return Ok((ChunkKind::Zero, Vec::new()));
+    }
+    let z = compressor.compress(data)?;
+    Ok(if z.len() < data.len() {
+        (ChunkKind::Zstd, z)
+    } else {
+        (ChunkKind::Raw, data.to_vec())
+    })
+}
+
+pub fn compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    zstd::bulk::Compressor::new(ZSTD_LEVEL)
 }
 
 /// Packs `disk_size` bytes of `disk` into `out` (a new file), returning the
@@ -221,24 +392,10 @@ pub fn pack(
     out: &mut File,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Index> {
-    let io = |e: std::io::Error| Error::Io {
-        what: what.to_string(),
-        error: e,
-    };
-    let count = disk_size.div_ceil(u64::from(CHUNK_SIZE)) as usize;
-    let mut index = Index {
-        chunk_size: CHUNK_SIZE,
-        disk_size,
-        disk_sha256: [0; 32],
-        chunks: Vec::with_capacity(count),
-    };
-    let mut offset = Index::encoded_len(count);
-    out.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let mut whole = Sha256::new();
+    let mut w = PackWriter::new(what, out, disk_size, CHUNK_SIZE)?;
     let mut buf = vec![0u8; CHUNK_SIZE as usize];
-    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(io)?;
-    for i in 0..count {
-        let (start, len) = index.chunk_range(i);
+    let mut compressor = compressor().map_err(Error::io(what.to_string()))?;
+    while let Some((start, len)) = w.next_range() {
         let data = &mut buf[..len];
         disk.read_exact(data).map_err(|e| Error::Image {
             what: what.to_string(),
@@ -246,33 +403,10 @@ pub fn pack(
                 "reading {len} bytes at {start}: {e} (the disk is shorter than {disk_size} bytes?)"
             ),
         })?;
-        whole.update(&*data);
-        let sha256: [u8; 32] = Sha256::digest(&*data).into();
-        let (kind, stored) = if data.iter().all(|&b| b == 0) {
-            (ChunkKind::Zero, Vec::new())
-        } else {
-            let z = compressor.compress(data).map_err(io)?;
-            if z.len() < len {
-                (ChunkKind::Zstd, z)
-            } else {
-                (ChunkKind::Raw, data.to_vec())
-            }
-        };
-        out.write_all(&stored).map_err(io)?;
-        index.chunks.push(Chunk {
-            kind,
-            offset: if kind == ChunkKind::Zero { 0 } else { offset },
-            len: stored.len() as u32,
-            sha256,
-        });
-        offset += stored.len() as u64;
+        w.push_raw(data, &mut compressor)?;
         progress(start + len as u64);
     }
-    index.disk_sha256 = whole.finalize().into();
-    out.seek(SeekFrom::Start(0)).map_err(io)?;
-    out.write_all(&index.encode()).map_err(io)?;
-    out.sync_all().map_err(io)?;
-    Ok(index)
+    w.finish()
 }
 
 /// Packs a raw disk image file (`.img`) into `out`.

@@ -2,11 +2,16 @@
 //! inventory that say where they are, and the chunked disk image format
 //! that images are stored in.
 
+pub mod agent;
+pub mod cmc;
 pub mod error;
 pub mod image;
 pub mod images;
 pub mod inventory;
 pub mod nodespec;
+pub mod proto;
+pub mod pxe;
 pub mod settings;
+pub mod transfer;
 
 pub use error::{Error, Result};
