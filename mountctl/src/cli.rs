@@ -232,6 +232,64 @@ pub enum NodeCommand {
     Images(NodeImagesArgs),
     /// Store a raw disk image (.img) as a new version of image NAME.
     Import(NodeImportArgs),
+    /// Load an image onto nodes: PXE link, reset, send down a chain of the nodes, boot back.
+    Load(NodeLoadArgs),
+    /// Save a node's disk as a new version of image NAME.
+    Save(NodeSaveArgs),
+    /// Wait until each node's agent answers.
+    Wait(NodeWaitArgs),
+    /// Power nodes on through their CMC.
+    On(NodeSelectArgs),
+    /// Power nodes off through their CMC.
+    Off(NodeSelectArgs),
+    /// Reset nodes through their CMC.
+    Reset(NodeSelectArgs),
+    /// Print each node's power status from its CMC.
+    Status(NodeSelectArgs),
+    /// Print what each node's CMC says about it.
+    Info(NodeSelectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeLoadArgs {
+    /// IMAGE (its newest version) or IMAGE@VERSION.
+    #[arg(short = 'i', long = "image", value_name = "IMAGE")]
+    pub image: String,
+    /// Give up after this many seconds (default: [nodes] load_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Cap the sending rate, in megabits per second.
+    #[arg(short = 'b', long = "bandwidth", value_name = "MBPS")]
+    pub mbps: Option<f64>,
+    /// Leave the nodes in the imaging environment (no final reset).
+    #[arg(short = 'n', long = "no-reset")]
+    pub no_reset: bool,
+    #[command(flatten)]
+    pub select: NodeSelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeSaveArgs {
+    /// The node whose disk to save.
+    pub node: String,
+    /// The image name (a new version of it is made).
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub name: String,
+    /// A comment kept with the version.
+    #[arg(short = 'c', long)]
+    pub comment: Option<String>,
+    /// Give up after this many seconds (default: [nodes] save_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeWaitArgs {
+    /// Give up after this many seconds (default: [nodes] wait_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub select: NodeSelectArgs,
 }
 
 #[derive(Debug, Args)]

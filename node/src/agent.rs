@@ -85,7 +85,16 @@ impl Agent {
                 let ok = chain.iter().all(|r| r.ok);
                 let mut reply = ok_reply(None, chain);
                 reply.ok = ok;
-                proto::send(&mut s, &reply).map_err(io)
+                proto::send(&mut s, &reply).map_err(io)?;
+                if !ok {
+                    // A load refused early: read what the caller still
+                    // sends, so that closing does not reset the connection
+                    // and lose the reply that says why.
+                    let _ = s.shutdown(Shutdown::Write);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = std::io::copy(&mut s, &mut std::io::sink());
+                }
+                Ok(())
             }
             Request::Save => {
                 let Ok(_guard) = self.busy.try_lock() else {

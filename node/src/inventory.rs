@@ -15,6 +15,10 @@ pub struct Interface {
     pub hostname: String,
     pub ip: IpAddr,
     pub mac: String,
+    /// A port of this node only, over `[nodes] agent_port` (control) or
+    /// `cmc_port` (cmc): for nodes sharing one address, as in tests.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -85,7 +85,14 @@ pub fn load_chain(
         }
         w.flush()
     })();
-    sent.map_err(io)?;
+    if let Err(e) = sent {
+        // The node may have refused the image and said why.
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        return match proto::recv::<Reply>(&mut s) {
+            Ok(reply) if !reply.chain.is_empty() => Ok(reply.chain),
+            _ => Err(io(e)),
+        };
+    }
     // The whole chain writes and checks before the first node answers.
     s.set_read_timeout(Some(timeout.max(Duration::from_secs(60))))
         .map_err(Error::io(first.clone()))?;

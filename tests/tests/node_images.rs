@@ -5,15 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use streamfs_tests::mountctl_bin;
-
-const STORE_TOML: &str = r#"
-[[stream]]
-name = "images"
-content_id = "org.streamfs:node-images"
-datatype = "image-downloads"
-product_id = "{name}"
-paths = ["{name}/{version_name}/{ftype}"]
-"#;
+use streamfs_tests::node::{STORE_TOML, files_below, sha256sum};
 
 fn mountctl(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(mountctl_bin())
@@ -54,7 +46,7 @@ fn a_raw_ext4_disk_is_stored_once_and_listed_with_its_versions() {
         mkfs.is_ok_and(|s| s.success()),
         "mkfs.ext4 (e2fsprogs) is needed"
     );
-    let sha = streamfs_node_sha(&raw);
+    let sha = sha256sum(&raw);
 
     let import = |comment: &str| {
         let args = [
@@ -94,7 +86,7 @@ fn a_raw_ext4_disk_is_stored_once_and_listed_with_its_versions() {
     assert_eq!(out.lines().count(), 1, "nothing matches: {out}");
 
     // Two saves of one disk are one blob, smaller than the disk; fsck clean.
-    let blobs = walk_files(&d.join("s/pool"));
+    let blobs = files_below(&d.join("s/pool"));
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     assert!(
         std::fs::metadata(&blobs[0]).unwrap().len() < 4 << 20,
@@ -115,26 +107,4 @@ fn a_raw_ext4_disk_is_stored_once_and_listed_with_its_versions() {
     let (code, _, err) = mountctl(d, &["--store", "s", "node", "images"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("other"), "the stream is named: {err}");
-}
-
-fn streamfs_node_sha(p: &Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -1,10 +1,13 @@
 //! `mountctl node …`: testbed nodes and their disk images.
 
 mod images;
+mod load;
+mod testbed;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
+use streamfs_node::cmc::Verb;
 use streamfs_node::nodespec::{Naming, Selection};
 use streamfs_node::settings::Settings;
 
@@ -27,6 +30,14 @@ pub fn run(ctx: &Context, cmd: NodeCommand) -> Result<ExitCode> {
         }
         NodeCommand::Images(a) => images::list(ctx, &settings, a),
         NodeCommand::Import(a) => images::import(ctx, &settings, a),
+        NodeCommand::Load(a) => load::load(ctx, settings, a),
+        NodeCommand::Save(a) => load::save(ctx, settings, a),
+        NodeCommand::Wait(a) => load::wait(settings, a),
+        NodeCommand::On(a) => load::power(settings, a, Verb::On),
+        NodeCommand::Off(a) => load::power(settings, a, Verb::Off),
+        NodeCommand::Reset(a) => load::power(settings, a, Verb::Reset),
+        NodeCommand::Status(a) => load::power(settings, a, Verb::Status),
+        NodeCommand::Info(a) => load::power(settings, a, Verb::Info),
     }
 }
 
