@@ -330,3 +330,24 @@ fn interrupted_and_timed_out_loads_leave_no_pxe_link() {
     );
     assert_eq!(sha256sum(&bed.nodes[0].disk), want);
 }
+
+#[test]
+fn two_concurrent_loads_to_disjoint_nodes_do_not_interfere() {
+    let bed = Bed::new(4, 32 << 20, &[], &[]);
+    let a = bed.import("alpha", 12);
+    let b = bed.import("beta", 20);
+    let mut one = bed
+        .command(&["--store", "s", "node", "load", "-i", "alpha", "1-2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, out, err) = bed.run(&["--store", "s", "node", "load", "-i", "beta", "3,4"]);
+    let one_status = one.wait().unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(one_status.success());
+    for (i, want) in [(0, &a), (1, &a), (2, &b), (3, &b)] {
+        assert_eq!(&sha256sum(&bed.nodes[i].disk), want, "node {}", i + 1);
+    }
+    assert!(bed.pxe_links().is_empty());
+}
