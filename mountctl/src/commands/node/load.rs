@@ -78,7 +78,22 @@ pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCo
                 &format!("loading {image_desc} in a chain of {}", chain.len()),
             );
         }
-        let outcome = transfer::load_chain(&image, &chain, &key, a.mbps, left, &mut |_| {});
+        let sent_at = Instant::now();
+        let mut last_byte = sent_at;
+        let outcome = transfer::load_chain(&image, &chain, &key, a.mbps, left, &mut |_| {
+            last_byte = Instant::now();
+        });
+        let secs = sent_at.elapsed().as_secs_f64();
+        let sending = (last_byte - sent_at).as_secs_f64();
+        let stored = image.index.stored_bytes();
+        // The sending rate (what -b caps), then the whole chain's time.
+        let rate = format!(
+            "chain transfer: {stored} bytes sent in {sending:.3} s ({:.1} Mbit/s), all written in {secs:.3} s",
+            stored as f64 * 8.0 / sending.max(1e-6) / 1e6
+        );
+        for t in &ready {
+            logs.line(&t.name, &rate);
+        }
         let by_addr: BTreeMap<String, (bool, Option<String>)> = match outcome {
             Ok(rs) => rs.into_iter().map(|r| (r.addr, (r.ok, r.error))).collect(),
             Err(e) => chain
