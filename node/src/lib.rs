@@ -8,6 +8,7 @@ pub mod error;
 pub mod image;
 pub mod images;
 pub mod inventory;
+pub mod leases;
 pub mod nodespec;
 pub mod proto;
 pub mod pxe;

@@ -34,6 +34,7 @@ struct Outcome {
 pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCode> {
     let iref = ImageRef::parse(&a.image).map_err(usage)?;
     let tb = Testbed::open(settings, &a.select)?;
+    tb.check_lease()?;
     let key = tb.key()?;
     let timeout = tb.seconds(a.timeout, "load_default_timeout")?;
     let store = ctx.open()?;
@@ -163,6 +164,7 @@ pub fn save(ctx: &Context, settings: Settings, a: NodeSaveArgs) -> Result<ExitCo
     }
     ImageRef::parse(&a.name).map_err(usage)?;
     let tb = Testbed::with_names(settings, &names)?;
+    tb.check_lease()?;
     let key = tb.key()?;
     let timeout = tb.seconds(a.timeout, "save_default_timeout")?;
     let store = ctx.open()?;
@@ -243,6 +245,9 @@ pub fn wait(settings: Settings, a: NodeWaitArgs) -> Result<ExitCode> {
 
 pub fn power(settings: Settings, a: NodeSelectArgs, verb: Verb) -> Result<ExitCode> {
     let tb = Testbed::open(settings, &a)?;
+    if matches!(verb, Verb::On | Verb::Off | Verb::Reset) {
+        tb.check_lease()?;
+    }
     let mut code = ExitCode::SUCCESS;
     for (name, r) in cmc_all(&tb, verb)? {
         match r {

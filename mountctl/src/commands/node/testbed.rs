@@ -63,6 +63,17 @@ impl Testbed {
         Ok(Testbed { settings, targets })
     }
 
+    /// When `[leases] file` is set: the caller must hold the testbed now
+    /// (root is exempt).
+    pub fn check_lease(&self) -> Result<()> {
+        let Some(file) = self.settings.value("leases", "file") else {
+            return Ok(());
+        };
+        let (uid, login) = streamfs_node::leases::caller().map_err(usage)?;
+        streamfs_node::leases::check(std::path::Path::new(file), &login, uid, chrono::Utc::now())
+            .map_err(usage)
+    }
+
     pub fn key(&self) -> Result<Key> {
         let f = self.settings.required("nodes", "key_file").map_err(usage)?;
         Key::load(std::path::Path::new(f)).map_err(usage)
