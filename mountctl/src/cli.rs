@@ -50,6 +50,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a signed file (.sjson, or X.json with X.json.gpg beside it).
     Verify(VerifyArgs),
+    /// Testbed nodes: load and save disk images, drive their CMC cards.
+    #[command(subcommand)]
+    Node(NodeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +216,111 @@ pub struct QueryArgs {
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(
+    after_help = "Node specs: 1-12 fit15-reboot18 ~4-6 (ranges, steps a-b-c, ~ excludes, commas);\n\
+    without any, $NODES; -a starts from [testbed] all_scope."
+)]
+pub enum NodeCommand {
+    /// Print the nodes a spec means.
+    Resolve(NodeSelectArgs),
+    /// Print each effective setting and the file (and line) it came from.
+    Config,
+    /// List the images of the images stream: names, versions, sizes, aliases, comments.
+    Images(NodeImagesArgs),
+    /// Store a raw disk image (.img) as a new version of image NAME.
+    Import(NodeImportArgs),
+    /// Load an image onto nodes: PXE link, reset, send down a chain of the nodes, boot back.
+    Load(NodeLoadArgs),
+    /// Save a node's disk as a new version of image NAME.
+    Save(NodeSaveArgs),
+    /// Wait until each node's agent answers.
+    Wait(NodeWaitArgs),
+    /// Power nodes on through their CMC.
+    On(NodeSelectArgs),
+    /// Power nodes off through their CMC.
+    Off(NodeSelectArgs),
+    /// Reset nodes through their CMC.
+    Reset(NodeSelectArgs),
+    /// Print each node's power status from its CMC.
+    Status(NodeSelectArgs),
+    /// Print what each node's CMC says about it.
+    Info(NodeSelectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeLoadArgs {
+    /// IMAGE (its newest version) or IMAGE@VERSION.
+    #[arg(short = 'i', long = "image", value_name = "IMAGE")]
+    pub image: String,
+    /// Give up after this many seconds (default: [nodes] load_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Cap the sending rate, in megabits per second.
+    #[arg(short = 'b', long = "bandwidth", value_name = "MBPS")]
+    pub mbps: Option<f64>,
+    /// Leave the nodes in the imaging environment (no final reset).
+    #[arg(short = 'n', long = "no-reset")]
+    pub no_reset: bool,
+    #[command(flatten)]
+    pub select: NodeSelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeSaveArgs {
+    /// The node whose disk to save.
+    pub node: String,
+    /// The image name (a new version of it is made).
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub name: String,
+    /// A comment kept with the version.
+    #[arg(short = 'c', long)]
+    pub comment: Option<String>,
+    /// Give up after this many seconds (default: [nodes] save_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeWaitArgs {
+    /// Give up after this many seconds (default: [nodes] wait_default_timeout).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub select: NodeSelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeSelectArgs {
+    /// Start from the testbed's all_scope.
+    #[arg(short = 'a', long = "all-nodes")]
+    pub all: bool,
+    /// Node specs (default: $NODES).
+    #[arg(value_name = "NODESPEC", allow_hyphen_values = false)]
+    pub specs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeImagesArgs {
+    /// Every version with its size, date, node and comment.
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// Only images whose name contains this text.
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeImportArgs {
+    /// The raw disk image.
+    pub file: PathBuf,
+    /// The image name (the product in the images stream).
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub name: String,
+    /// A comment kept with the version.
+    #[arg(short = 'c', long)]
+    pub comment: Option<String>,
 }
 
 #[cfg(test)]

@@ -180,5 +180,6 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
     }
 }
 pub mod mount;
+pub mod node;
 pub mod serve;
 pub mod store;

@@ -5,6 +5,7 @@ mod export;
 mod fsck;
 mod init;
 mod insert;
+mod node;
 mod orphans;
 mod promote;
 mod query;
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(a) => sign::sign(&ctx, a),
         Command::Keygen(a) => sign::keygen(&ctx, a),
         Command::Verify(a) => sign::verify(a),
+        Command::Node(c) => node::run(&ctx, c),
     }
 }
