@@ -245,6 +245,11 @@ fn load_upstream(
     }
 }
 
+/// A version's name and its portable data.
+type VersionData = (String, Map<String, Value>);
+/// What a download thread reports: the blob and the bytes fetched, or why not.
+type Outcome = std::result::Result<(BlobRef, u64), String>;
+
 /// One distinct blob to fetch, and the items that need it.
 struct Job {
     key: String,
@@ -278,7 +283,7 @@ pub fn sync(
 
     // 1. The selected versions: filters, then --max newest per product.
     let src = expanded(&up.products);
-    let mut selected: BTreeMap<String, Vec<(String, Map<String, Value>)>> = BTreeMap::new();
+    let mut selected: BTreeMap<String, Vec<VersionData>> = BTreeMap::new();
     for (p, v) in up.products.version_keys() {
         if let Some(data) = portable_version(&src, &p, &v, opts.filters)? {
             selected.entry(p).or_default().push((v, data));
@@ -425,7 +430,7 @@ pub fn sync(
         .map(|j| (j.key.clone(), j.url.clone()))
         .collect();
     let queue = Mutex::new(jobs.into_values().collect::<Vec<_>>());
-    let (tx, rx) = mpsc::channel::<(String, std::result::Result<(BlobRef, u64), String>)>();
+    let (tx, rx) = mpsc::channel::<(String, Outcome)>();
     let mut pending = needs;
     let mut last_commit = Instant::now();
     let result: Result<()> = std::thread::scope(|s| {
