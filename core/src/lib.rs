@@ -6,6 +6,7 @@
 //! `Result<_, Error>` so both front-ends decide how to report it.
 
 pub mod error;
+pub mod fetch;
 pub mod json;
 pub mod ops;
 pub mod relpath;

@@ -53,6 +53,8 @@ pub enum Command {
     /// Testbed nodes: load and save disk images, drive their CMC cards.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Mirror an upstream simplestreams source into a stream (as sstream-mirror).
+    Sync(SyncArgs),
 }
 
 #[derive(Debug, Args)]
@@ -321,6 +323,47 @@ pub struct NodeImportArgs {
     /// A comment kept with the version.
     #[arg(short = 'c', long)]
     pub comment: Option<String>,
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    mountctl sync https://images.maas.io/ephemeral-v3/stable/ released arch=amd64 --max 2\n  \
+    mountctl sync -n --keyring K.gpg http://mirror/streams/v1/index.sjson daily release=noble")]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub dry: DryRun,
+    /// Keep the N newest versions of each product (after filtering).
+    #[arg(long = "max", value_name = "N")]
+    pub max: Option<usize>,
+    /// Never remove versions from the stream (upstream dropped them, or
+    /// they fall outside --max).
+    #[arg(long)]
+    pub keep: bool,
+    /// OpenPGP keyring (binary or armored) that signed (.sjson) sources
+    /// must verify against.
+    #[arg(
+        long,
+        value_name = "K",
+        default_value = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
+    )]
+    pub keyring: PathBuf,
+    /// Read signed sources without checking their signatures.
+    #[arg(short = 'U', long = "no-verify", conflicts_with = "keyring")]
+    pub no_verify: bool,
+    /// Parallel downloads.
+    #[arg(short = 'j', long, value_name = "JOBS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// The upstream content id to mirror into STREAM (default: the stream's).
+    #[arg(long, value_name = "ID")]
+    pub content_id: Option<String>,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// An http(s) URL or a local path: a mirror root, an index or a products file.
+    pub source: String,
+    /// The target stream.
+    pub stream: String,
+    /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
+    pub filters: Vec<String>,
 }
 
 #[cfg(test)]

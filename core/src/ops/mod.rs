@@ -11,6 +11,7 @@ pub mod promote;
 pub mod put;
 pub mod remove;
 pub mod source;
+pub mod sync;
 
 use serde_json::{Map, Value};
 

@@ -170,6 +170,27 @@ impl Pool {
         Ok(staged.blob.clone())
     }
 
+    /// Moves a complete file that was verified while it was written (a
+    /// download, see [`crate::fetch`]) into the pool under `blob`'s hash,
+    /// as [`Pool::publish`] does for staged blobs. The file must be on the
+    /// store's filesystem (under `tmp/`) and already fsynced.
+    pub fn publish_verified(&self, path: &Path, blob: &BlobRef) -> Result<BlobRef> {
+        if !valid_sha(&blob.sha256) {
+            return Err(Error::Refused(format!("invalid sha256 '{}'", blob.sha256)));
+        }
+        self.publish(Staged {
+            path: Some(path.to_path_buf()),
+            blob: blob.clone(),
+        })
+    }
+
+    /// Where partial downloads live, keyed by checksum: a subdirectory of
+    /// `tmp/`, so that the stale-staging sweep (which only removes files
+    /// named after dead processes) leaves them for the next run to continue.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.tmp.join("partial")
+    }
+
     /// Deletes a blob (reaping). Missing blobs are not an error.
     pub fn remove(&self, sha256: &str) -> Result<bool> {
         if !valid_sha(sha256) {

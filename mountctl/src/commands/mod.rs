@@ -10,6 +10,7 @@ mod orphans;
 mod promote;
 mod query;
 mod sign;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,5 +55,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen(a) => sign::keygen(&ctx, a),
         Command::Verify(a) => sign::verify(a),
         Command::Node(c) => node::run(&ctx, c),
+        Command::Sync(a) => sync::run(&ctx, a),
     }
 }
