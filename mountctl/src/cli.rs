@@ -323,6 +323,8 @@ pub struct NodeImportArgs {
     /// A comment kept with the version.
     #[arg(short = 'c', long)]
     pub comment: Option<String>,
+}
+
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     mountctl sync https://images.maas.io/ephemeral-v3/stable/ released arch=amd64 --max 2\n  \
