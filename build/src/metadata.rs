@@ -35,8 +35,11 @@ pub fn file_info(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), size))
 }
 
+/// A product's items: (item name, attributes), in meph2's order.
+pub type NamedItems = Vec<(String, Map<String, Value>)>;
+
 /// Every item of the plan with its attributes, per product, in plan order.
-pub fn items(plan: &Plan, out: &Path) -> Result<Vec<(String, Vec<(String, Map<String, Value>)>)>> {
+pub fn items(plan: &Plan, out: &Path) -> Result<Vec<(String, NamedItems)>> {
     let mut info = BTreeMap::new();
     for p in &plan.outputs {
         info.insert(p.clone(), file_info(&out.join(p))?);
