@@ -55,6 +55,12 @@ pub enum Command {
     Node(NodeCommand),
     /// Mirror an upstream simplestreams source into a stream (as sstream-mirror).
     Sync(SyncArgs),
+    /// Build MAAS boot images (squashfs, kernels, initrds, manifest) and their
+    /// products metadata from a cloud-image root, as meph2-build.
+    Build(BuildArgs),
+    /// The fake builder (meph2's builder argv, small deterministic files).
+    #[command(name = "fake-builder", hide = true)]
+    FakeBuilder(FakeBuilderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +372,69 @@ pub struct SyncArgs {
     pub stream: String,
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     pub filters: Vec<String>,
+/// meph2 options shared by `build` and `cloudimg-sync`.
+#[derive(Debug, Args)]
+pub struct Meph2Args {
+    /// meph2's YAML config (meph-v3.yaml, meph-v2.yaml).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "STREAMFS_MEPH2_CONFIG",
+        default_value = "conf/meph-v3.yaml"
+    )]
+    pub config: PathBuf,
+
+    /// Builder command run with meph2's builder argv; `fake` is the shipped
+    /// fake builder; the default is meph2's builder on PATH.
+    #[arg(
+        long,
+        value_name = "CMD",
+        env = "MAAS_CLOUDIMG2EPH2",
+        default_value = "maas-cloudimg2eph2"
+    )]
+    pub builder: String,
+
+    /// Keep one log per builder run here.
+    #[arg(long, value_name = "DIR", env = "STREAMFS_BUILD_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub meph2: Meph2Args,
+
+    /// Build d-i items (needs the archive's installer images: refused).
+    #[arg(long, conflicts_with = "disable_di")]
+    pub enable_di: bool,
+
+    /// Do not build d-i items, whatever the config says.
+    #[arg(long)]
+    pub disable_di: bool,
+
+    /// The source image's format, passed on to the builder as --format.
+    #[arg(long, value_name = "FORMAT", value_parser = ["auto", "img-tar", "root-image", "root-image-gz", "root-tar", "squashfs-image"])]
+    pub image_format: Option<String>,
+
+    /// Also write every item as a flat JSON list to F.
+    #[arg(long, value_name = "F")]
+    pub flat_json: Option<PathBuf>,
+
+    pub arch: String,
+    pub release: String,
+    /// The version name (the cloud image's serial, YYYYMMDD[.N]).
+    #[arg(value_name = "VERSION")]
+    pub version_name: String,
+    /// The source image: a path or an http(s) URL.
+    pub source: String,
+    /// Output directory (data files and streams/v1).
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FakeBuilderArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[cfg(test)]

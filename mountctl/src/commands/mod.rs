@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` resolves the store once and dispatches.
 
+mod build;
 mod clean_md;
 mod export;
 mod fsck;
@@ -56,5 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => sign::verify(a),
         Command::Node(c) => node::run(&ctx, c),
         Command::Sync(a) => sync::run(&ctx, a),
+        Command::Build(a) => build::run(a),
+        Command::FakeBuilder(a) => build::fake(a),
     }
 }
