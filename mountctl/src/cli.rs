@@ -50,6 +50,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a signed file (.sjson, or X.json with X.json.gpg beside it).
     Verify(VerifyArgs),
+    /// Streams, pool, orphans, generation, mounts and signing key at a glance.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +215,13 @@ pub struct QueryArgs {
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON (times as Unix seconds).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

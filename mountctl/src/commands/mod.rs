@@ -9,6 +9,7 @@ mod orphans;
 mod promote;
 mod query;
 mod sign;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(a) => sign::sign(&ctx, a),
         Command::Keygen(a) => sign::keygen(&ctx, a),
         Command::Verify(a) => sign::verify(a),
+        Command::Status(a) => status::run(&ctx, a),
     }
 }
