@@ -11,6 +11,7 @@ pub mod json;
 pub mod ops;
 pub mod relpath;
 pub mod signing;
+pub mod status;
 pub mod store;
 pub mod streams;
 pub mod timefmt;

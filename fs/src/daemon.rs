@@ -270,3 +270,47 @@ mod syslog {
         }
     }
 }
+
+/// The record of the generation this mount shows, kept in the store's
+/// `run/` directory for `mountctl status` (see
+/// `streamfs_core::status::MountRecord`); [`GenerationRecord::clear`]
+/// removes it at unmount.
+pub struct GenerationRecord {
+    store_root: PathBuf,
+    mountpoint: PathBuf,
+    failed: bool,
+}
+
+impl GenerationRecord {
+    /// Clears the records of daemons that were killed, then starts ours.
+    pub fn new(store_root: &Path, mountpoint: &Path) -> GenerationRecord {
+        streamfs_core::status::MountRecord::remove_dead(store_root);
+        GenerationRecord {
+            store_root: store_root.to_path_buf(),
+            mountpoint: mountpoint.to_path_buf(),
+            failed: false,
+        }
+    }
+
+    /// Records that the mount now shows `generation`. A store on a
+    /// read-only filesystem cannot hold the record: said once, then the
+    /// mount shows as "generation unknown".
+    pub fn show(&mut self, generation: u64) {
+        let rec = streamfs_core::status::MountRecord {
+            pid: std::process::id(),
+            mountpoint: self.mountpoint.clone(),
+            generation,
+        };
+        if let Err(e) = rec.save(&self.store_root)
+            && !self.failed
+        {
+            self.failed = true;
+            tracing::info!("mountctl status will not know this mount's generation: {e}");
+        }
+    }
+
+    /// Removes this process' record (the mount is gone).
+    pub fn clear(store_root: &Path) {
+        streamfs_core::status::MountRecord::remove(store_root, std::process::id());
+    }
+}

@@ -4,7 +4,7 @@
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
 //! `reaper` reaps orphans while mounted, `verify` checks blobs before they
 //! are served, `caches` drops what the kernel caches at each new
-//! generation.
+//! generation, `watchdog` tells systemd the session answers.
 
 pub mod caches;
 pub mod daemon;
@@ -15,3 +15,4 @@ pub mod inode;
 pub mod options;
 pub mod reaper;
 pub mod verify;
+pub mod watchdog;

@@ -185,7 +185,8 @@ fn run(
     );
 
     caches.attach(session.notifier());
-    spawn_generation_watch(fs.clone(), caches)?;
+    let record = daemon::GenerationRecord::new(fs.store().root(), &mountpoint);
+    spawn_generation_watch(fs.clone(), caches, record)?;
     spawn_reaper(fs.clone())?;
 
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -214,7 +215,12 @@ fn run(
         .name("session".into())
         .spawn(move || session.run())?;
     match ready_rx.recv() {
-        Ok(Ok(())) => readiness.ready(),
+        Ok(Ok(())) => {
+            readiness.ready();
+            if let Some(every) = streamfs::watchdog::interval_from_env() {
+                streamfs::watchdog::spawn(mountpoint.clone(), every)?;
+            }
+        }
         Ok(Err(e)) => {
             unmount(&mountpoint);
             let _ = serve.join();
@@ -226,6 +232,7 @@ fn run(
         .join()
         .map_err(|_| anyhow::anyhow!("the session thread panicked"))?;
     sig_handle.close();
+    daemon::GenerationRecord::clear(fs.store().root());
     // Removals acknowledged in the last moments are committed, not lost.
     if let Err(e) = fs.flush_removals() {
         warn!("committing removals at unmount: {e}");
@@ -239,11 +246,16 @@ fn run(
 /// beside the mount (mountctl, the reaper), and the cached pages of files
 /// after the mount's own commits, which a request handler must not drop
 /// itself (see [`streamfs::caches`]).
-fn spawn_generation_watch(fs: Arc<StreamFs>, caches: Arc<KernelCaches>) -> Result<()> {
+fn spawn_generation_watch(
+    fs: Arc<StreamFs>,
+    caches: Arc<KernelCaches>,
+    mut record: daemon::GenerationRecord,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("generation-watch".into())
         .spawn(move || {
             let mut last = fs.refresh();
+            record.show(last);
             loop {
                 // Woken at once by the mount's own commits; polls the store
                 // for the others.
@@ -254,6 +266,7 @@ fn spawn_generation_watch(fs: Arc<StreamFs>, caches: Arc<KernelCaches>) -> Resul
                 }
                 last = g;
                 caches.drop_all(&fs);
+                record.show(g);
             }
         })?;
     Ok(())

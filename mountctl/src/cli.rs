@@ -61,6 +61,8 @@ pub enum Command {
     /// The fake builder (meph2's builder argv, small deterministic files).
     #[command(name = "fake-builder", hide = true)]
     FakeBuilder(FakeBuilderArgs),
+    /// Streams, pool, orphans, generation, mounts and signing key at a glance.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -435,6 +437,11 @@ pub struct BuildArgs {
 pub struct FakeBuilderArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print the status as JSON (times as Unix seconds).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -144,7 +144,8 @@ pub fn flat_items(products_file: &Path) -> Vec<Flat> {
 }
 
 /// Every file below `dir` (symlinks as their targets) with a digest of its
-/// content, except the lock file (its presence is not state).
+/// content, except the lock file and the mounts' records in `run/` (their
+/// presence is not state).
 pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let mut entries: Vec<_> = fs::read_dir(dir).expect("read_dir").flatten().collect();
@@ -155,6 +156,8 @@ pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
             let ft = e.file_type().unwrap();
             if ft.is_symlink() {
                 out.insert(rel, format!("-> {}", fs::read_link(&p).unwrap().display()));
+            } else if rel == "run" {
+                continue;
             } else if ft.is_dir() {
                 out.insert(format!("{rel}/"), String::new());
                 walk(root, &p, out);

@@ -341,11 +341,18 @@ impl Unit {
 
     /// ExecStartPre, then ExecStart until it notifies READY=1.
     fn start(&self, dir: &Path) -> Running {
+        self.start_with(dir, &[]).0
+    }
+
+    /// As [`Unit::start`], with more environment (what systemd passes,
+    /// e.g. `WATCHDOG_USEC`); returns the notification socket too.
+    fn start_with(&self, dir: &Path, env: &[(&str, String)]) -> (Running, UnixDatagram) {
         self.run_all("ExecStartPre");
         let start = self.exec("ExecStart");
         assert_eq!(start.len(), 1, "{}", self.name);
         let words = &start[0].1;
         let notify = dir.join(format!("{}.notify", self.name));
+        let _ = std::fs::remove_file(&notify);
         let sock = UnixDatagram::bind(&notify).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
@@ -353,6 +360,7 @@ impl Unit {
         let child = Command::new(&words[0])
             .args(&words[1..])
             .env("NOTIFY_SOCKET", &notify)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -371,7 +379,7 @@ impl Unit {
         );
         // The journal gets the log on stderr.
         assert!(running.log_text().contains("mounted"), "{}", self.name);
-        running
+        (running, sock)
     }
 
     /// ExecStop; the service's process then exits successfully.
@@ -442,5 +450,99 @@ fn the_systemd_units_verify_and_their_commands_mount_and_unmount() {
     serve.stop(s);
     assert!(!is_mounted(&served));
     main.stop(m);
+    assert!(!is_mounted(&mnt));
+}
+
+/// Receives notifications for `within`; returns those that arrived.
+fn notifications(sock: &UnixDatagram, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return got;
+        }
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => return got,
+        }
+    }
+}
+
+/// The state letter of /proc/PID/stat (`T` when stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|r| r.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
+/// The watchdog of `streamfs@.service`, run as systemd runs it (no systemd
+/// manager is PID 1 here, so the test is the manager's side of the
+/// protocol: it passes `WATCHDOG_USEC` and listens on `NOTIFY_SOCKET`).
+/// `WATCHDOG=1` arrives periodically while the mount answers and stops
+/// while the daemon is stopped (SIGSTOP: a hung daemon); after the kill
+/// systemd then sends, `ExecStopPost` clears the dead mount and the unit
+/// starts again.
+#[test]
+fn the_watchdog_is_notified_only_while_the_mount_answers() {
+    if !can_mount() {
+        return;
+    }
+    let Some(analyze) = installed("systemd-analyze", "systemd") else {
+        return;
+    };
+    let (dir, _, _) = scratch();
+    let base = dir.path().join("srv");
+    let unit = Unit::load("streamfs@.service", &base, dir.path(), &analyze);
+    assert!(unit.text.contains("\nWatchdogSec=30\n"), "{}", unit.text);
+    let mnt = base.join("test/mnt");
+    let _guard = Unmount(mnt.clone());
+    // systemd passes WatchdogSec in microseconds; one second here keeps
+    // the test short (the daemon notifies at half of it).
+    let env = [("WATCHDOG_USEC", "1000000".to_string())];
+    let (running, sock) = unit.start_with(dir.path(), &env);
+    let pid = running.child.id();
+
+    let got = notifications(&sock, Duration::from_secs(3));
+    let beats = got.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(beats >= 2, "{got:?}\n{}", running.log_text());
+
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    wait_for(
+        || proc_state(pid) == 'T',
+        || "the daemon did not stop".into(),
+    );
+    // What was sent before the stop took effect.
+    let _ = notifications(&sock, Duration::from_millis(200));
+    let got = notifications(&sock, Duration::from_secs(3));
+    assert!(got.is_empty(), "notified while stopped: {got:?}");
+
+    // What systemd does at the watchdog timeout: kill, then ExecStopPost.
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    let mut running = running;
+    let _ = running.child.wait();
+    assert!(is_mounted(&mnt), "a killed daemon leaves its mount");
+    // Listing it needs the dead daemon: refused.
+    assert!(
+        std::fs::read_dir(&mnt)
+            .and_then(|mut d| d.next().transpose())
+            .is_err()
+    );
+    unit.run_all("ExecStopPost");
+    assert!(!is_mounted(&mnt), "ExecStopPost left the dead mount");
+
+    // Restarted, it serves and notifies again.
+    let (running, sock) = unit.start_with(dir.path(), &env);
+    assert_eq!(names(&mnt), ["daily", "released"]);
+    let got = notifications(&sock, Duration::from_secs(2));
+    assert!(got.iter().any(|m| m == "WATCHDOG=1"), "{got:?}");
+    unit.stop(running);
+    unit.run_all("ExecStopPost");
     assert!(!is_mounted(&mnt));
 }

@@ -85,6 +85,41 @@ impl SigningKey {
         hex_upper(self.key.primary_key.fingerprint().as_bytes())
     }
 
+    /// When the key was made, and when the key that signs stops being valid
+    /// (Unix seconds; `None`: never). The expiry is the earliest of the
+    /// primary key's and, when a subkey signs, that subkey's, each taken
+    /// from its newest self-signature, since `gpg --quick-set-expire` adds
+    /// a signature rather than changing the old one. `mountctl status`
+    /// warns ahead of it: past it, gpgv refuses every signature made.
+    pub fn validity(&self) -> (i64, Option<i64>) {
+        let primary = &self.key.primary_key;
+        let created = i64::from(primary.created_at().as_secs());
+        let newest_expiry = |sigs: &mut dyn Iterator<Item = &pgp::packet::Signature>,
+                             since: i64| {
+            sigs.max_by_key(|s| s.created().map_or(0, |t| t.as_secs()))
+                .and_then(|s| s.key_expiration_time())
+                .map(|d| std::time::Duration::from(d).as_secs())
+                .filter(|&d| d > 0)
+                .map(|d| since + d as i64)
+        };
+        let mut self_sigs = self
+            .key
+            .details
+            .users
+            .iter()
+            .flat_map(|u| u.signatures.iter())
+            .chain(self.key.details.direct_signatures.iter());
+        let mut expires = newest_expiry(&mut self_sigs, created);
+        if let Signer::Subkey(i) = self.signer {
+            let sub = &self.key.secret_subkeys[i];
+            let sub_created = i64::from(sub.key.created_at().as_secs());
+            if let Some(e) = newest_expiry(&mut sub.signatures.iter(), sub_created) {
+                expires = Some(expires.map_or(e, |p| p.min(e)));
+            }
+        }
+        (created, expires)
+    }
+
     /// The matching public key, armored: what clients put in their keyring.
     pub fn public_key_armored(&self) -> Result<String> {
         self.key

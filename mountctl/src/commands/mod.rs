@@ -12,6 +12,7 @@ mod promote;
 mod query;
 mod sign;
 mod sync;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,5 +60,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync(a) => sync::run(&ctx, a),
         Command::Build(a) => build::run(a),
         Command::FakeBuilder(a) => build::fake(a),
+        Command::Status(a) => status::run(&ctx, a),
     }
 }
