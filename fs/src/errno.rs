@@ -34,7 +34,7 @@ fn core_errno(e: &Error) -> i32 {
         Error::Config { .. } | Error::Signature(_) => libc::EIO,
         Error::UnknownStream(_) => libc::ENOENT,
         // Data that does not match its declared size or sha256: the writer
-        // learns it at close (DESIGN §3).
+        // learns it at close (ARCHITECTURE.md §3).
         Error::Checksum { .. } | Error::MissingData { .. } => libc::EIO,
         // In the mount, core reports NotFound for a path no template or
         // pending item explains, or a version to promote that is not there:

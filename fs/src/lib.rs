@@ -1,6 +1,6 @@
 //! The streamfs mount: a thin FUSE adapter (`fuse`) over a filesystem API
 //! (`fs`) that tests can call without a kernel, over `streamfs-core`'s store
-//! and commits (DESIGN §3). Inode numbers come from `inode`, errno values
+//! and commits (ARCHITECTURE.md §3). Inode numbers come from `inode`, errno values
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
 //! `reaper` reaps orphans while mounted, `verify` checks blobs before they
 //! are served, `caches` drops what the kernel caches at each new

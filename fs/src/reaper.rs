@@ -1,4 +1,4 @@
-//! Periodic reaping of orphans by the running mount (DESIGN §3, "the daemon
+//! Periodic reaping of orphans by the running mount (ARCHITECTURE.md §3, "the daemon
 //! reaps orphans older than `grace`").
 //!
 //! The daemon reads `orphans.json` every [`interval`] — a quarter of the

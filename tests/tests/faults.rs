@@ -1,4 +1,4 @@
-//! Faults below the mount (DESIGN §2, §3): a full disk during inserts, a
+//! Faults below the mount (ARCHITECTURE.md §2, §3): a full disk during inserts, a
 //! store on a read-only filesystem, a corrupted blob. Each test injects the
 //! fault for real (a small tmpfs, a read-only bind mount, a flipped bit in
 //! the pool) and checks what a user would: the errno the writer gets, what

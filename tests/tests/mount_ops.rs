@@ -1,5 +1,5 @@
 //! The mount driven by ordinary tools on a real FUSE mount: `cp -r`, `cat`,
-//! `ls -l`, `rm -r`, `ln -s`, and remounting (DESIGN §3).
+//! `ls -l`, `rm -r`, `ln -s`, and remounting (ARCHITECTURE.md §3).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The mount started by root with `-o allow_other` (DESIGN §3): every user
+//! The mount started by root with `-o allow_other` (ARCHITECTURE.md §3): every user
 //! reads everything; only root and the store's owner write. A real
 //! unprivileged user (`nobody`, through `setpriv`) tries every write
 //! operation through the mount and `mountctl` beside it, gets `EACCES`

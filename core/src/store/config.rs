@@ -1,5 +1,5 @@
 //! `store.toml`: the streams of a store, their layout templates, the signing
-//! key, retention and the orphans' grace period (DESIGN §2). This schema is
+//! key, retention and the orphans' grace period (ARCHITECTURE.md §2). This schema is
 //! the store's interface; `mountctl init` writes [`DEFAULT_CONFIG`].
 
 use std::collections::BTreeMap;

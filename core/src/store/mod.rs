@@ -1,4 +1,4 @@
-//! The store on disk, the source of truth (DESIGN §2):
+//! The store on disk, the source of truth (ARCHITECTURE.md §2):
 //!
 //! ```text
 //! STORE/

@@ -1,4 +1,4 @@
-//! The simplestreams formats (DESIGN §1): index and products documents,
+//! The simplestreams formats (ARCHITECTURE.md §1): index and products documents,
 //! flattening (inheritance and `_aliases`), condensing, filters and queries.
 
 pub mod condense;

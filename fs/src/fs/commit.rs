@@ -1,0 +1,39 @@
+//! Commits of the mount's own: every write that changes metadata (an
+//! insert, an insert by metadata, a promotion, a batch of removals) is one
+//! generation, made here (ARCHITECTURE.md §2).
+
+use super::*;
+use streamfs_core::store::{CommitReport, Txn};
+
+/// What a commit's operation returned, with the commit's report.
+pub(super) struct Committed<T> {
+    pub(super) value: T,
+    pub(super) report: CommitReport,
+}
+
+impl StreamFs {
+    /// Runs `op` in one commit of the mount's own, after committing the
+    /// removals acknowledged before it (so operations reach the store in
+    /// the order they were acknowledged), then moves the view to the new
+    /// generation. When `op` fails nothing is committed.
+    pub(super) fn commit<T>(
+        &self,
+        op: impl FnOnce(&mut Txn<'_>) -> FsResult<T>,
+    ) -> FsResult<Committed<T>> {
+        self.flush_removals()?;
+        self.commit_now(op)
+    }
+
+    /// [`StreamFs::commit`] without committing pending removals first: the
+    /// commit of those removals itself.
+    pub(super) fn commit_now<T>(
+        &self,
+        op: impl FnOnce(&mut Txn<'_>) -> FsResult<T>,
+    ) -> FsResult<Committed<T>> {
+        let mut txn = self.store.begin()?;
+        let value = op(&mut txn)?;
+        let report = txn.commit()?;
+        self.reload();
+        Ok(Committed { value, report })
+    }
+}

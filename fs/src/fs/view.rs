@@ -1,0 +1,189 @@
+//! The mount's view of one generation of the store: what each path shows.
+
+use super::*;
+
+/// A file's content when the store is not the place to read it from.
+#[derive(Clone, Debug)]
+pub(super) struct FileInfo {
+    pub(super) blob: BlobRef,
+    pub(super) mtime: i64,
+}
+
+/// One stream as the current generation shows it.
+#[derive(Debug, Default)]
+pub(super) struct StreamView {
+    /// Items of published versions, by stream-relative path.
+    pub(super) files: BTreeMap<String, FileInfo>,
+    /// Directory (stream-relative, `""` the stream's root) → name → is a
+    /// directory.
+    pub(super) children: BTreeMap<String, BTreeMap<String, bool>>,
+    /// Readable by path, not listed: removed paths until reaped, items of
+    /// versions not published yet whose data is present, and shared files
+    /// kept until a product of their version exists.
+    pub(super) hidden: BTreeMap<String, FileInfo>,
+    /// The directories of hidden paths: resolvable, so the paths are.
+    pub(super) hidden_dirs: BTreeSet<String>,
+    /// Generated `streams/v1` documents, by name.
+    pub(super) generated: BTreeMap<String, Doc>,
+}
+
+#[derive(Debug)]
+pub(super) struct View {
+    pub(super) generation: u64,
+    pub(super) snapshot: Snapshot,
+    /// Modification time of the generation: that of directories.
+    pub(super) mtime: i64,
+    pub(super) streams: BTreeMap<String, StreamView>,
+}
+
+impl View {
+    pub(super) fn build(store: &Store) -> FsResult<View> {
+        let snapshot = store.snapshot()?;
+        let mtime = std::fs::metadata(&snapshot.dir)
+            .map(|m| m.mtime())
+            .unwrap_or(0);
+        let pool = store.pool();
+        let mut streams = BTreeMap::new();
+        for (name, st) in &snapshot.streams {
+            let mut v = StreamView::default();
+            let hold = unpublishable_versions(st, pool);
+            for item in st.products.items() {
+                let (Some(path), Some(sha)) = (item.path(), item.sha256()) else {
+                    continue;
+                };
+                let info = FileInfo {
+                    blob: BlobRef {
+                        sha256: sha.to_string(),
+                        size: item.size().unwrap_or(0),
+                    },
+                    mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
+                };
+                if hold.contains(&(item.product.to_string(), item.version.to_string())) {
+                    if pool.contains(sha) {
+                        v.hidden.insert(path.to_string(), info);
+                    }
+                    continue;
+                }
+                v.files.insert(path.to_string(), info);
+            }
+            for (path, r) in &st.removed {
+                if !v.files.contains_key(path) {
+                    v.hidden.entry(path.clone()).or_insert(FileInfo {
+                        blob: r.blob.clone(),
+                        mtime: r.at,
+                    });
+                }
+            }
+            for (path, b) in &st.shared {
+                if !v.files.contains_key(path) {
+                    v.hidden.entry(path.clone()).or_insert(FileInfo {
+                        blob: b.clone(),
+                        mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
+                    });
+                }
+            }
+            for path in v.hidden.keys() {
+                let mut d = parent_of(path);
+                while !d.is_empty() {
+                    v.hidden_dirs.insert(d.to_string());
+                    d = parent_of(d);
+                }
+            }
+            for path in v.files.keys() {
+                let mut dir = String::new();
+                let comps: Vec<&str> = path.split('/').collect();
+                for (i, c) in comps.iter().enumerate() {
+                    let is_dir = i + 1 < comps.len();
+                    v.children
+                        .entry(dir.clone())
+                        .or_default()
+                        .entry(c.to_string())
+                        .or_insert(is_dir);
+                    if !dir.is_empty() {
+                        dir.push('/');
+                    }
+                    dir.push_str(c);
+                }
+            }
+            let v1 = snapshot.streams_v1(name);
+            if let Ok(rd) = std::fs::read_dir(&v1) {
+                for e in rd.flatten() {
+                    let doc = e.file_name().to_string_lossy().into_owned();
+                    let file = File::open(e.path())?;
+                    let m = file.metadata()?;
+                    let path = format!("{name}/streams/v1/{doc}");
+                    v.generated.insert(
+                        doc,
+                        Doc {
+                            ino: doc_ino(&path, Doc::file_id(&m)),
+                            file: Arc::new(file),
+                            size: m.len(),
+                            mtime: m.mtime(),
+                        },
+                    );
+                }
+            }
+            streams.insert(name.clone(), v);
+        }
+        Ok(View {
+            generation: snapshot.generation,
+            snapshot,
+            mtime,
+            streams,
+        })
+    }
+}
+
+/// What a mount path names.
+#[derive(Clone, Debug)]
+pub(super) enum Node {
+    Dir,
+    Blob(FileInfo),
+    Generated(Doc),
+    /// A file being written, or written and waiting for its rename.
+    Pending(u64),
+}
+
+impl StreamFs {
+    pub(super) fn reload(&self) -> Option<Arc<View>> {
+        let _one = self.reloading.lock().expect("reload lock");
+        let cur = self.current();
+        if self
+            .store
+            .current_generation()
+            .is_ok_and(|g| g == cur.generation)
+        {
+            // Another reload got there first.
+            return Some(cur);
+        }
+        match View::build(&self.store) {
+            Ok(nv) => {
+                let nv = Arc::new(nv);
+                {
+                    let mut v = self.view.lock().expect("view lock");
+                    if nv.generation < v.generation {
+                        return Some(v.clone());
+                    }
+                    *v = nv.clone();
+                }
+                self.view_changed.notify_all();
+                let mut w = self.work.lock().expect("work lock");
+                // Directories made by mkdir that now hold items exist
+                // through them: forgetting them lets a directory go when
+                // its items go without `rmdir` (keep retention, clean-md).
+                w.dirs.retain(|d| {
+                    split(d).is_none_or(|pl| {
+                        nv.streams
+                            .get(pl.stream)
+                            .is_none_or(|s| !s.children.contains_key(pl.rel))
+                    })
+                });
+                Some(nv)
+            }
+            Err(e) => {
+                warn!("reloading the store failed: {e}");
+                None
+            }
+        }
+    }
+}
