@@ -143,7 +143,9 @@ fn copy(order: Order, build: &Path, dest: &Path, scratch: &Path) {
                 first.starts_with(members.split(' ').next().unwrap()),
                 "{first}"
             );
-            ok(&format!("tar -xf {} -C {d}", q(&tar)));
+            // --overwrite: the mount's generated streams/v1/index.json
+            // cannot be unlinked, which plain `tar -x` tries first.
+            ok(&format!("tar --overwrite -xf {} -C {d}", q(&tar)));
         }
         Order::InstallInterleaved => {
             let (data, meta) = files(build);
