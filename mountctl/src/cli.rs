@@ -374,6 +374,8 @@ pub struct SyncArgs {
     pub stream: String,
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     pub filters: Vec<String>,
+}
+
 /// meph2 options shared by `build` and `cloudimg-sync`.
 #[derive(Debug, Args)]
 pub struct Meph2Args {
@@ -437,6 +439,8 @@ pub struct BuildArgs {
 pub struct FakeBuilderArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print the status as JSON (times as Unix seconds).

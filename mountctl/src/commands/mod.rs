@@ -11,8 +11,8 @@ mod orphans;
 mod promote;
 mod query;
 mod sign;
-mod sync;
 mod status;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
