@@ -9,11 +9,7 @@
 //! - data first: each file is placed by the stream's path templates (as
 //!   `insert` of a directory without metadata does); when the metadata then
 //!   arrives, the versions derived from those paths give way to the declared
-//!   ones that describe the same files, whether the templates named the
-//!   products as the metadata does or otherwise (a version the templates
-//!   made is not "existing" for insert's additive rule: the declaration is
-//!   the better description of its files). A declaration that gives one of
-//!   those paths other content is refused, as for any published path.
+//!   ones that describe the same files.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,7 +21,6 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
-use crate::store::layout::Layout;
 use crate::store::pool::Staged;
 use crate::store::{BlobRef, Txn};
 use crate::streams::Products;
@@ -362,21 +357,7 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     let pool = txn.store().pool().clone();
     let mut report = MetadataReport::default();
     // Paths are safe: a `Products` value has had every one checked.
-    let (mut plan, mut existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
-    // Versions the templates made under the declared ids: the declaration
-    // describes the same files better and takes their place (the check
-    // below still refuses one that gives a published path other content).
-    let layout = &txn.store().config().stream(stream)?.layout;
-    let replaced = redeclared(layout, &txn.stream(stream)?.products, doc);
-    if !replaced.is_empty() {
-        let src = super::expanded(doc);
-        existing.retain(|vr| !replaced.contains(vr));
-        for vr in &replaced {
-            if let Some(data) = super::portable_version(&src, &vr.product, &vr.version, &[])? {
-                plan.push((vr.clone(), data));
-            }
-        }
-    }
+    let (plan, existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
     check_paths_agree(
         txn.stream(stream)?,
         stream,
@@ -406,7 +387,6 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
                     })
             })
             .map(|(product, version)| VersionRef { product, version })
-            .chain(replaced)
             .collect()
     };
     let now = timefmt::now().timestamp();
@@ -441,43 +421,6 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     attach_kept_shared(txn, stream, &report.added)?;
     clean::retain_after_insert(txn, stream, &report.added)?;
     Ok(report)
-}
-
-/// The versions of `doc` that `target` has as the stream's templates made
-/// them (from data written before its metadata), with every one of their
-/// paths declared by `doc` at that version.
-fn redeclared(layout: &Layout, target: &Products, doc: &Products) -> Vec<VersionRef> {
-    doc.version_keys()
-        .into_iter()
-        .filter(|(p, v)| {
-            let paths: BTreeSet<&str> = doc.version_items(p, v).filter_map(|i| i.path()).collect();
-            let mut items = target.version_items(p, v).peekable();
-            items.peek().is_some()
-                && items.all(|i| {
-                    i.path().is_some_and(|ip| paths.contains(ip)) && template_made(layout, &i)
-                })
-        })
-        .map(|(product, version)| VersionRef { product, version })
-        .collect()
-}
-
-/// Whether an item is exactly what the templates make of its path (as
-/// [`put_blob`] and a data-only `insert` make them): named after its ftype,
-/// at the version and product its path binds, with no attribute beyond
-/// ftype, path, sha256 and size. Declared items carry more, so a version
-/// that metadata declared is never taken for a template-made one.
-fn template_made(layout: &Layout, item: &crate::streams::Item<'_>) -> bool {
-    let Some(pl) = item.path().and_then(|p| layout.place(p)) else {
-        return false;
-    };
-    pl.version == item.version
-        && pl.ftype == item.name
-        && item.data.get("ftype").and_then(Value::as_str) == Some(pl.ftype.as_str())
-        && pl.product.as_deref().is_none_or(|p| p == item.product)
-        && item
-            .data
-            .keys()
-            .all(|k| matches!(k.as_str(), "ftype" | "path" | "sha256" | "size"))
 }
 
 #[cfg(test)]
