@@ -91,7 +91,7 @@ pub fn sstream_venv() -> Option<PathBuf> {
 /// tests were built with.
 ///
 /// Cargo builds only the test's own package's binaries for integration
-/// tests, so the first call for each runs `cargo build -p PACKAGE` (a no-op
+/// tests, so the first call for each runs a build of the workspace (a no-op
 /// when it is up to date, and what keeps a stale binary from being tested).
 pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
     static BINS: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
@@ -120,8 +120,12 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
             cmd.env_remove(k.as_ref());
         }
     }
+    // The whole workspace, all targets: the same feature set as `cargo test
+    // --workspace` and CI's `cargo build --workspace --all-targets`, so this is
+    // a no-op after them. `-p PACKAGE` alone unifies features differently and
+    // rebuilds the heavy dependencies (pgp, reqwest) a second time.
     cmd.current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", package]);
+        .args(["build", "--quiet", "--workspace", "--all-targets"]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -129,7 +133,7 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
         cmd.env("CARGO_TARGET_DIR", target_dir);
     }
     let status = cmd.status().expect("running cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(status.success(), "cargo build --workspace --all-targets (for {package}) failed");
     let bin = profile_dir.join(name);
     assert!(bin.is_file(), "{} missing after the build", bin.display());
     bins.insert(name.to_string(), bin.clone());
