@@ -5,6 +5,7 @@ mod export;
 mod fsck;
 mod init;
 mod insert;
+mod mirrors;
 mod orphans;
 mod promote;
 mod query;
@@ -52,5 +53,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(a) => sign::sign(&ctx, a),
         Command::Keygen(a) => sign::keygen(&ctx, a),
         Command::Verify(a) => sign::verify(a),
+        Command::Mirrors(c) => mirrors::run(&ctx, c),
+        Command::Metalink(a) => mirrors::metalink(&ctx, a),
     }
 }
