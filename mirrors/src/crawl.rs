@@ -286,10 +286,15 @@ pub fn crawl_mirror(
                     ),
                 }
             }
-            if status.freshness != Freshness::Stale && opts.items != Items::None {
-                if let Some(why) = check_items(m, s, &client, opts, &mut requests)? {
-                    worse(&mut status, Freshness::Stale, why, None);
-                }
+            // Items are those of the current generation: a mirror whose
+            // metadata is an alternate carries an earlier generation's
+            // items, which the crawl does not know, so only a current copy
+            // has its items checked.
+            if status.freshness == Freshness::Current
+                && opts.items != Items::None
+                && let Some(why) = check_items(m, s, &client, opts, &mut requests)?
+            {
+                worse(&mut status, Freshness::Stale, why, None);
             }
             out.insert(s.name.clone(), status);
         }

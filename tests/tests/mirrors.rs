@@ -51,10 +51,11 @@ fn wait_current(mnt: &Path, store: &Path, stream: &str) {
     }
 }
 
-/// `rsync -a --delete` of the mount's stream into a mirror root.
+/// `rsync -a --checksum --delete` of the mount's stream into a mirror root
+/// (by checksum: files of two generations may share size and mtime second).
 fn fill(mnt: &Path, mirror: &Path, stream: &str) {
     sh(&format!(
-        "rsync -a --delete '{}/{stream}/' '{}/{stream}/' && chmod -R a+rX '{}'",
+        "rsync -a --checksum --delete '{}/{stream}/' '{}/{stream}/' && chmod -R a+rX '{}'",
         mnt.display(),
         mirror.display(),
         mirror.display()
@@ -532,7 +533,7 @@ fn ostree_pulls_through_the_summary_metalink_and_falls_back_past_a_stale_mirror(
     // m1 falls behind after the crawl: ostree rejects its summary (hash)
     // and takes m2's.
     sh(&format!(
-        "rsync -a --delete '{}/atomic/' '{}/atomic/' && chmod -R a+rX '{}'",
+        "rsync -a --checksum --delete '{}/atomic/' '{}/atomic/' && chmod -R a+rX '{}'",
         old.display(),
         m1.display(),
         m1.display()
@@ -556,7 +557,7 @@ fn ostree_pulls_through_the_summary_metalink_and_falls_back_past_a_stale_mirror(
 
     // Both stale: the pull fails.
     sh(&format!(
-        "rsync -a --delete '{}/atomic/' '{}/atomic/' && chmod -R a+rX '{}'",
+        "rsync -a --checksum --delete '{}/atomic/' '{}/atomic/' && chmod -R a+rX '{}'",
         old.display(),
         m2.display(),
         m2.display()
