@@ -35,17 +35,25 @@ fn public_dir(parent: &Path, name: &str) -> PathBuf {
     d
 }
 
-/// Waits until the mount shows the store's current generation of `stream`.
+/// Waits until the mount shows the store's current generation of `stream`:
+/// every file of its `streams/v1` (the index alone may be seen new before a
+/// products file is).
 fn wait_current(mnt: &Path, store: &Path, stream: &str) {
-    let want = std::fs::read(
-        store
-            .join("meta/current")
-            .join(stream)
-            .join("streams/v1/index.json"),
-    )
-    .unwrap();
+    let v1 = |root: &Path| root.join(stream).join("streams/v1");
+    let want: Vec<(std::ffi::OsString, Vec<u8>)> =
+        std::fs::read_dir(v1(&store.join("meta/current")))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+    assert!(!want.is_empty(), "no streams/v1 files in the store");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read(mnt.join(stream).join("streams/v1/index.json")).ok() != Some(want.clone()) {
+    while want
+        .iter()
+        .any(|(f, b)| std::fs::read(v1(mnt).join(f)).ok().as_ref() != Some(b))
+    {
         assert!(Instant::now() < deadline, "the mount did not reload");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -189,14 +197,23 @@ fn crawl_marks_mirrors_and_aria2_downloads_through_the_metalink() {
     assert!(out.contains("old: candidate=alternate"), "{out}");
     assert!(out.contains("down: failed"), "{out}");
 
+    // The products file changed (the index may not have: its `updated`
+    // has one-second resolution), so its metalink lists the earlier one.
     let ml = s
-        .ok(&["metalink", "--stream", "candidate", "streams/v1/index.json"])
+        .ok(&["metalink", "--stream", "candidate", PRODUCTS])
         .stdout_text();
-    let want_cur = format!("{}candidate/streams/v1/index.json", url(n_cur.port));
-    let want_old = format!("{}candidate/streams/v1/index.json", url(n_old.port));
-    assert_eq!(urls(&ml), vec![want_cur.clone(), want_old.clone()], "{ml}");
+    let in_mirror = |p: u16, f: &str| format!("{}candidate/{f}", url(p));
+    assert_eq!(
+        urls(&ml),
+        vec![
+            in_mirror(n_cur.port, PRODUCTS),
+            in_mirror(n_old.port, PRODUCTS)
+        ],
+        "{ml}"
+    );
     assert!(ml.contains("<mm0:alternates>"), "{ml}");
     assert!(!ml.contains("private"), "{ml}");
+    let want_cur = in_mirror(n_cur.port, "streams/v1/index.json");
 
     // An item of generation 2 only on `cur`.
     let products = std::fs::read_to_string(serve.path().join("candidate").join(PRODUCTS)).unwrap();
