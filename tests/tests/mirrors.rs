@@ -121,6 +121,25 @@ fn aria2(aria2c: &Path, metalink_arg: &[&str], dir: &Path) -> (i32, String) {
     )
 }
 
+/// Asserts that aria2c parses the metalink `text` (`-S` lists its files
+/// without downloading); `what` names the case in the failure.
+fn parses_in_aria2(aria2c: &Path, text: &str, ext: &str, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("guard.{ext}"));
+    std::fs::write(&f, text).unwrap();
+    let out = Command::new(aria2c)
+        .args(["--no-conf", "-S", "-M"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aria2c does not parse the metalink of {what}: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn crawl_marks_mirrors_and_aria2_downloads_through_the_metalink() {
     let (Some(b1), Some(b2)) = (build_dir("20250101"), build_dir("20250102")) else {
@@ -283,6 +302,17 @@ fn crawl_marks_mirrors_and_aria2_downloads_through_the_metalink() {
         std::fs::read(serve.path().join("candidate/streams/v1/index.json")).unwrap()
     );
 
+    // Every metalink of this configuration (a private mirror left out,
+    // alternates, an item) parses in aria2c, in both formats.
+    for f in ["streams/v1/index.json", PRODUCTS, item.as_str()] {
+        for (format, ext) in [("3", "metalink"), ("4", "meta4")] {
+            let ml = s
+                .ok(&["metalink", "--stream", "candidate", "--format", format, f])
+                .stdout_text();
+            parses_in_aria2(&aria2c, &ml, ext, &format!("{f} (format {format})"));
+        }
+    }
+
     // Past its validity the alternate is stale and leaves the metalink; a
     // third failed crawl disables `down`, and `list` says so.
     set_validity(&s, "1s");
@@ -433,6 +463,19 @@ fn ostree_pull(bin: &Path, dir: &Path, url: &str, r#ref: &str) -> std::process::
         .unwrap()
 }
 
+/// Pulls `atomic/x86_64` into a fresh repository `dir` through the metalink
+/// at `url`, asserting success; the pulled `/usr/bin/hello`.
+fn pulled_hello(bin: &Path, dir: &Path, url: &str) -> String {
+    let out = ostree_pull(bin, dir, url, "atomic/x86_64");
+    assert!(
+        out.status.success(),
+        "ostree pull through {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo = format!("--repo={}", dir.display());
+    ostree(bin, &["cat", &repo, "atomic/x86_64", "/usr/bin/hello"])
+}
+
 #[test]
 fn ostree_pulls_through_the_summary_metalink_and_falls_back_past_a_stale_mirror() {
     let Some(bin) = installed("ostree", "ostree") else {
@@ -530,22 +573,50 @@ fn ostree_pulls_through_the_summary_metalink_and_falls_back_past_a_stale_mirror(
     std::fs::write(m1.join("summary.metalink"), &ml).unwrap();
     let mlurl = n1.url("/summary.metalink");
 
-    let out = ostree_pull(&bin, &t.join("c1"), &mlurl, "atomic/x86_64");
+    assert_eq!(
+        pulled_hello(&bin, &t.join("c1"), &mlurl),
+        "generation two\n"
+    );
+
+    // The guard: with a private mirror (left out) and one without a
+    // location (an empty attribute, which ostree requires), the metalink
+    // still parses in ostree (a pull through it succeeds) and in aria2c.
+    s.ok(&["mirrors", "add", "hidden", &n2.url("/"), "--private"]);
+    s.ok(&[
+        "mirrors",
+        "add",
+        "nowhere",
+        &n2.url("/"),
+        "--preference",
+        "50",
+    ]);
+    let out = s.ok(&["mirrors", "crawl"]).stdout_text();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.contains("hidden: atomic=current") && out.contains("nowhere: atomic=current"),
+        "{out}"
     );
-    let cat = ostree(
-        &bin,
-        &[
-            "cat",
-            &format!("--repo={}", t.join("c1").display()),
-            "atomic/x86_64",
-            "/usr/bin/hello",
+    let guard = s
+        .ok(&["metalink", "--root", &repo.display().to_string(), "summary"])
+        .stdout_text();
+    assert_eq!(
+        urls(&guard),
+        vec![
+            n1.url("/atomic/summary"),
+            n2.url("/atomic/summary"),
+            n2.url("/atomic/summary")
         ],
+        "{guard}"
     );
-    assert_eq!(cat, "generation two\n");
+    assert!(guard.contains("location=\"\""), "{guard}");
+    std::fs::write(m1.join("guard.metalink"), &guard).unwrap();
+    assert_eq!(
+        pulled_hello(&bin, &t.join("cg"), &n1.url("/guard.metalink")),
+        "generation two\n",
+        "{guard}"
+    );
+    if let Some(aria2c) = installed("aria2c", "aria2") {
+        parses_in_aria2(&aria2c, &guard, "metalink", "the summary");
+    }
 
     // m1 falls behind after the crawl: ostree rejects its summary (hash)
     // and takes m2's.
@@ -555,22 +626,10 @@ fn ostree_pulls_through_the_summary_metalink_and_falls_back_past_a_stale_mirror(
         m1.display(),
         m1.display()
     ));
-    let out = ostree_pull(&bin, &t.join("c2"), &mlurl, "atomic/x86_64");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_eq!(
+        pulled_hello(&bin, &t.join("c2"), &mlurl),
+        "generation two\n"
     );
-    let cat = ostree(
-        &bin,
-        &[
-            "cat",
-            &format!("--repo={}", t.join("c2").display()),
-            "atomic/x86_64",
-            "/usr/bin/hello",
-        ],
-    );
-    assert_eq!(cat, "generation two\n");
 
     // Both stale: the pull fails.
     sh(&format!(
