@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Companion CLI of streamfs: metadata operations on a store (mounted or
 /// not), signing, queries.
@@ -63,6 +63,11 @@ pub enum Command {
     FakeBuilder(FakeBuilderArgs),
     /// Streams, pool, orphans, generation, mounts and signing key at a glance.
     Status(StatusArgs),
+    /// Manage the store's mirrors and crawl them.
+    #[command(subcommand)]
+    Mirrors(MirrorsCommand),
+    /// Print a Metalink (3.0, or RFC 5854 with --format 4) for a stream file or a served tree's file.
+    Metalink(MetalinkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +451,89 @@ pub struct StatusArgs {
     /// Print the status as JSON (times as Unix seconds).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorsCommand {
+    /// Add a mirror: URL is a root under which each stream appears as <stream>/streams/v1/….
+    Add(MirrorsAddArgs),
+    /// List the mirrors with their state at the last crawl.
+    List,
+    /// Remove a mirror and its crawl results.
+    Remove(MirrorNameArgs),
+    /// Enable a mirror (also one the crawl disabled).
+    Enable(MirrorNameArgs),
+    /// Disable a mirror: it is neither crawled nor listed in metalinks.
+    Disable(MirrorNameArgs),
+    /// Crawl the mirrors (all enabled ones, or those named) and record what they carry.
+    Crawl(MirrorsCrawlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorsAddArgs {
+    pub name: String,
+    /// http:// or https:// root of the mirror.
+    pub url: String,
+    /// rsync:// root of the mirror (items are then checked with rsync --list-only).
+    #[arg(long, value_name = "URL")]
+    pub rsync: Option<String>,
+    /// Two-letter country code (e.g. US).
+    #[arg(long, value_name = "CC")]
+    pub location: Option<String>,
+    /// Higher is tried first (1-100).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub preference: u32,
+    /// Crawled, but never listed in metalinks.
+    #[arg(long)]
+    pub private: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorNameArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CrawlItems {
+    All,
+    Sample,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorsCrawlArgs {
+    /// Mirrors crawled at once.
+    #[arg(short = 'j', long, value_name = "JOBS", default_value_t = 8)]
+    pub jobs: usize,
+    /// Seconds to wait for one mirror's connection or answer.
+    #[arg(long, value_name = "S", default_value_t = 20)]
+    pub timeout: u64,
+    /// Items checked by size on each mirror.
+    #[arg(long, value_enum, default_value = "sample")]
+    pub items: CrawlItems,
+    /// Mirrors to crawl (default: every enabled one).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetalinkArgs {
+    /// The stream PATH is relative to.
+    #[arg(
+        long,
+        value_name = "S",
+        conflicts_with = "root",
+        required_unless_present = "root"
+    )]
+    pub stream: Option<String>,
+    /// A served tree of mirrors.toml (e.g. an ostree repository) PATH is relative to.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// 3: Metalink 3.0 (MirrorManager's, read by ostree); 4: RFC 5854 (.meta4).
+    #[arg(long, value_name = "3|4", default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=4))]
+    pub format: u8,
+    /// e.g. streams/v1/index.json, an item path, or summary.
+    pub path: String,
 }
 
 #[cfg(test)]

@@ -133,7 +133,10 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
         cmd.env("CARGO_TARGET_DIR", target_dir);
     }
     let status = cmd.status().expect("running cargo build");
-    assert!(status.success(), "cargo build --workspace --all-targets (for {package}) failed");
+    assert!(
+        status.success(),
+        "cargo build --workspace --all-targets (for {package}) failed"
+    );
     let bin = profile_dir.join(name);
     assert!(bin.is_file(), "{} missing after the build", bin.display());
     bins.insert(name.to_string(), bin.clone());

@@ -6,6 +6,7 @@ mod export;
 mod fsck;
 mod init;
 mod insert;
+mod mirrors;
 mod node;
 mod orphans;
 mod promote;
@@ -61,5 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(a) => build::run(a),
         Command::FakeBuilder(a) => build::fake(a),
         Command::Status(a) => status::run(&ctx, a),
+        Command::Mirrors(c) => mirrors::run(&ctx, c),
+        Command::Metalink(a) => mirrors::metalink(&ctx, a),
     }
 }
