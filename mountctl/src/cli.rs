@@ -50,6 +50,8 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Verify a signed file (.sjson, or X.json with X.json.gpg beside it).
     Verify(VerifyArgs),
+    /// Client of the build service (streamfs-buildd): submit and follow image builds.
+    Builds(BuildsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +215,83 @@ pub struct QueryArgs {
     /// KEY=VALUE, KEY!=VALUE, KEY~REGEX, KEY!~REGEX.
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    /// The build service's base URL.
+    #[arg(long, env = "STREAMFS_BUILDS_URL", value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// A file holding a submit token.
+    #[arg(
+        long,
+        env = "STREAMFS_BUILDS_TOKEN_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: BuildsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// Queue a build; prints its id.
+    Submit(BuildsSubmitArgs),
+    /// List builds, newest first.
+    List(BuildsListArgs),
+    /// Show one build as JSON.
+    Show(BuildIdArg),
+    /// Follow a build's progress and log until it ends (exit 0 only when it succeeded).
+    Watch(BuildIdArg),
+    /// Print a build's log.
+    Logs(BuildIdArg),
+    /// Cancel a queued or running build.
+    Cancel(BuildIdArg),
+    /// Submit a failed or canceled build again; prints the new id.
+    Retry(BuildIdArg),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildsSubmitArgs {
+    #[arg(long)]
+    pub arch: String,
+    #[arg(long)]
+    pub release: String,
+    /// Default: today (YYYYMMDD).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The cloud-image root tarball (path on the worker, or URL).
+    #[arg(long)]
+    pub source: String,
+    /// The stream the artifacts are inserted into.
+    #[arg(long)]
+    pub stream: String,
+    /// A build config file on the worker.
+    #[arg(long, value_name = "F")]
+    pub config: Option<String>,
+    /// Kernel flavours to build (repeatable).
+    #[arg(long = "kernel")]
+    pub kernels: Vec<String>,
+    /// Follow the build as `watch` does.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildsListArgs {
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildIdArg {
+    pub id: i64,
 }
 
 #[cfg(test)]

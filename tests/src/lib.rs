@@ -179,6 +179,8 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
         code: out.status.code(),
     }
 }
+pub mod buildd;
+pub mod chromium;
 pub mod mount;
 pub mod serve;
 pub mod store;

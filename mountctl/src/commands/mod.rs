@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` resolves the store once and dispatches.
 
+mod builds;
 mod clean_md;
 mod export;
 mod fsck;
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(a) => sign::sign(&ctx, a),
         Command::Keygen(a) => sign::keygen(&ctx, a),
         Command::Verify(a) => sign::verify(a),
+        Command::Builds(a) => builds::run(a),
     }
 }
