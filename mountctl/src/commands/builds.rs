@@ -70,7 +70,9 @@ impl Api {
     }
 
     fn json(&self, what: &str, rb: RequestBuilder) -> Result<Value> {
-        Ok(self.send(what, rb)?.json()?)
+        let text = self.send(what, rb)?.text()?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{what}: the server's answer is not JSON"))
     }
 }
 
