@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::db::{NewBuild, TERMINAL};
-use crate::server::{ApiError, ApiResult, App, Submitter};
+use crate::server::{ApiError, ApiResult, App, Submitter, json_body};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,8 +66,7 @@ pub async fn submit(
     _: Submitter,
     body: Result<Json<SubmitBody>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let Json(b) =
-        body.map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))?;
+    let b = json_body(body)?;
     check_word("arch", &b.arch)?;
     check_word("release", &b.release)?;
     check_word("stream", &b.stream)?;

@@ -50,6 +50,21 @@ impl ApiError {
     }
 }
 
+/// A JSON body or a 400 naming what was wrong with it (axum answers 422 for
+/// a body that parses but does not fit; clients are told 400 for both), or
+/// 413 for one over the size limit.
+pub fn json_body<T>(
+    body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<T> {
+    body.map(|axum::Json(b)| b).map_err(|e| {
+        let status = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, format!("request body: {}", e.body_text()))
+    })
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, axum::Json(json!({"error": self.1}))).into_response()

@@ -17,12 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::intake::{self, FileEntry};
-use crate::server::{ApiError, ApiResult, App, WorkerToken};
-
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError(e.status(), format!("request body: {}", e.body_text())))
-}
+use crate::server::{ApiError, ApiResult, App, WorkerToken, json_body};
 
 /// The registered worker this request comes from, and its arch.
 async fn worker_of(

@@ -258,8 +258,9 @@ pub struct BuildsSubmitArgs {
     pub arch: String,
     #[arg(long)]
     pub release: String,
-    /// Default: today (YYYYMMDD).
-    #[arg(long)]
+    /// The version name the artifacts get in the stream. Default: today
+    /// (YYYYMMDD). (`--version` prints mountctl's own version.)
+    #[arg(long = "version-name", id = "version_name", value_name = "VERSION")]
     pub version: Option<String>,
     /// The cloud-image root tarball (path on the worker, or URL).
     #[arg(long)]

@@ -379,7 +379,7 @@ impl Service {
                 arch,
                 "--release",
                 "noble",
-                "--version",
+                "--version-name",
                 version,
                 "--source",
                 source,

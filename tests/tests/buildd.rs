@@ -37,7 +37,9 @@ fn token(path: &std::path::Path) -> String {
 fn submit_and_watch(s: &Service) {
     let server = s.serve();
     let _w = s.worker(&server, "amd64", "w-amd64");
-    let id = s.submit(&server, "amd64", "20250201", "ok");
+    // Half a second a step: the worker reports progress at most four times
+    // a second (the latest stage of each quarter), so each step shows.
+    let id = s.submit(&server, "amd64", "20250201", "slow:0.5");
     let out = std::process::Command::new("curl")
         .args(["-sS", "-N", "--max-time", "60", "-H"])
         .arg(format!("Authorization: Bearer {}", token(&s.submit_token)))
