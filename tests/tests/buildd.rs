@@ -425,7 +425,11 @@ fn web_page_in_chromium() {
         return;
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while browser.eval("document.readyState") != "complete" {
+    // The page target may still show about:blank when first attached.
+    while browser
+        .eval(r#"document.readyState == "complete" && !!document.getElementById("submit")"#)
+        != true
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the page never loaded"
