@@ -321,25 +321,13 @@ async fn run_build(
     let finish = format!("/api/worker/jobs/{id}/finish");
     if !status.success() {
         let reason = format!("{} exited with {status}", opts.build_cmd.join(" "));
-        post_retrying(
-            client,
-            &finish,
-            &json!({"result": "failed", "reason": reason}),
-        )
-        .await?;
-        return Ok(());
+        return fail(client, &finish, &reason).await;
     }
     let files = match scan(&out).await {
         Ok(f) => f,
         Err(e) => {
             let reason = format!("reading the build output {}: {e:#}", out.display());
-            post_retrying(
-                client,
-                &finish,
-                &json!({"result": "failed", "reason": reason}),
-            )
-            .await?;
-            return Ok(());
+            return fail(client, &finish, &reason).await;
         }
     };
     let Some(missing) = post_retrying(
@@ -386,6 +374,17 @@ async fn run_build(
         client,
         &finish,
         &json!({"result": "succeeded", "files": files}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Finishes a build as failed with `reason`.
+async fn fail(client: &Client, finish: &str, reason: &str) -> Result<()> {
+    post_retrying(
+        client,
+        finish,
+        &json!({"result": "failed", "reason": reason}),
     )
     .await?;
     Ok(())

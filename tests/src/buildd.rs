@@ -50,17 +50,6 @@ pub fn buildd_bin() -> PathBuf {
     workspace_bin("streamfs-buildd", "streamfs-buildd")
 }
 
-fn sigterm_then_kill(child: &mut Child) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 /// A PostgreSQL 15 cluster of Debian's `postgresql` package, run as the
 /// `postgres` user on 127.0.0.1 on a free port, in a temp dir; stopped and
 /// removed on drop.
@@ -191,7 +180,7 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
     pub fn stop(&mut self) {
-        sigterm_then_kill(&mut self.child);
+        crate::serve::stop(&mut self.child);
     }
 }
 
@@ -216,7 +205,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        sigterm_then_kill(&mut self.child);
+        crate::serve::stop(&mut self.child);
     }
 }
 

@@ -64,8 +64,7 @@ fn submit_and_watch(s: &Service) {
     );
     let last_state = text
         .lines()
-        .filter(|l| l.starts_with("data: {") && l.contains("\"state\""))
-        .last()
+        .rfind(|l| l.starts_with("data: {") && l.contains("\"state\""))
         .unwrap_or_default();
     assert!(
         last_state.contains("succeeded"),
@@ -278,8 +277,11 @@ fn restart(s: &Service) {
     }
 }
 
+/// A named case of the suite, run on a fresh service.
+type Case = (&'static str, fn(&mut Service));
+
 fn suite(db: impl Fn() -> Option<String>) {
-    let cases: [(&str, fn(&mut Service)); 7] = [
+    let cases: [Case; 7] = [
         ("submit and watch", |s| submit_and_watch(s)),
         ("bad requests", |s| bad_requests(s)),
         ("worker killed", |s| worker_killed(s)),
