@@ -29,6 +29,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ -d "$pgdir/data" ]; then runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true; fi
+    rm -rf "$pgdir"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -43,7 +44,8 @@ runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
 percentile() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((NR*p+99)/100); if (i<1) i=1; print a[i]}'; }
 
 run_db() {
-    local name=$1 db=$2 store="$work/$name/store"
+    local name=$1 db=$2
+    local store="$work/$name/store"
     mkdir -p "$work/$name"
     "$bin/mountctl" --store "$store" init >/dev/null
     [ "$db" = default ] && db="sqlite:$store/builds.db"
