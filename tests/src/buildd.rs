@@ -21,12 +21,14 @@ use crate::{missing, workspace_bin};
 /// stdout, leaves a child in its process group (to prove a cancel kills the
 /// group), then writes the util-scenario build of 20250101 renamed to
 /// VERSION and ARCH. SOURCE picks the behaviour: `ok`, `slow` (1 s a step),
-/// `slow:S`, `noop` (no pauses), `fail`.
+/// `slow:S`, `noop` (no pauses), `fail`, `quickfail` (fails without pauses).
+/// Each run appends its VERSION to `runs` in the test's directory.
 const TEST_BUILDER: &str = r#"#!/bin/sh
 set -eu
 arch=$1 release=$2 version=$3 source=$4 out=$5
 step=0.1
-case "$source" in slow) step=1 ;; slow:*) step=${source#slow:} ;; noop) step=0 ;; esac
+case "$source" in slow) step=1 ;; slow:*) step=${source#slow:} ;; noop|quickfail) step=0 ;; esac
+echo "$version" >> "$BUILDD_TEST_DIR/runs"
 echo "$$" >> "$BUILDD_TEST_DIR/pids"
 sleep 1000 >/dev/null 2>&1 &
 echo "$!" >> "$BUILDD_TEST_DIR/pids"
@@ -36,7 +38,7 @@ for i in 1 2 3 4; do
     echo "log line $i"
     [ "$step" = 0 ] || sleep "$step"
 done
-if [ "$source" = fail ]; then echo "failing on purpose" >&2; exit 3; fi
+if [ "$source" = fail ] || [ "$source" = quickfail ]; then echo "failing on purpose" >&2; exit 3; fi
 mkdir -p "$out/$release/$arch/$version" "$out/streams/v1"
 cp -r "$BUILDD_TEST_FIXTURE/noble/amd64/20250101/." "$out/$release/$arch/$version/"
 for f in "$BUILDD_TEST_FIXTURE"/streams/v1/*.json; do

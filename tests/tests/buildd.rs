@@ -310,6 +310,56 @@ fn behaviour_on_postgres() {
     suite(|| Some(pg.new_database()));
 }
 
+/// Two servers sharing one PostgreSQL database, four workers split between
+/// them, 200 queued builds: each is run exactly once and none is lost.
+#[test]
+fn many_builds_two_servers_on_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(s) = Service::new(Some(pg.new_database())) else {
+        return;
+    };
+    let servers = [s.serve(), s.serve()];
+    let t = token(&s.submit_token);
+    let versions: Vec<String> = (0..200).map(|i| format!("2025070{i:03}")).collect();
+    for (i, v) in versions.iter().enumerate() {
+        let body = format!(
+            r#"{{"arch":"amd64","release":"noble","version":"{v}","source":"quickfail","stream":"candidate"}}"#
+        );
+        let url = format!("{}/api/v1/builds", servers[i % 2].url());
+        let (code, text) = curl(Some(&t), "POST", &url, Some(&body));
+        assert_eq!(code, 201, "{text}");
+    }
+    let _workers: Vec<_> = (0..4)
+        .map(|i| s.worker(&servers[i % 2], "amd64", &format!("many{i}")))
+        .collect();
+    let list = format!("{}/api/v1/builds?arch=amd64", servers[0].url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let builds = loop {
+        let (code, text) = curl(Some(&t), "GET", &list, None);
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("list JSON");
+        let builds = v["builds"].as_array().expect("builds").clone();
+        assert_eq!(builds.len(), 200);
+        if builds.iter().all(|b| b["state"] == "failed") {
+            break builds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all builds ended: {:?}",
+            builds.iter().map(|b| &b["state"]).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(builds.iter().all(|b| b["losses"] == 0), "a build was lost");
+    let workers: std::collections::BTreeSet<_> =
+        builds.iter().filter_map(|b| b["worker"].as_str()).collect();
+    assert!(workers.len() > 1, "one worker ran everything: {workers:?}");
+    let runs = std::fs::read_to_string(s.dir().join("runs")).expect("runs");
+    let mut runs: Vec<&str> = runs.lines().collect();
+    runs.sort_unstable();
+    assert_eq!(runs, versions, "each build run exactly once");
+}
+
 /// HMAC-SHA256 (RFC 2104), to check the webhook's signature independently
 /// of the server's code.
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
