@@ -82,6 +82,9 @@ fn submit_and_watch(s: &Service) {
         has_version(s, "20250201"),
         "version 20250201 not in the stream"
     );
+    // nginx serving a read-only mount of the store serves the new items,
+    // and sstream-query lists the version.
+    served_by_nginx(s, "20250201");
     // The log endpoint and `mountctl builds logs` agree.
     let logs = s.builds(&server, &["logs", &id.to_string()]);
     assert_eq!(logs.code, Some(0));
@@ -109,6 +112,49 @@ fn submit_and_watch(s: &Service) {
     assert!(
         !resumed.contains("id: 1\n") && resumed.contains("succeeded"),
         "{resumed}"
+    );
+}
+
+/// A read-only mount of the service's store served by nginx: the items of
+/// `version` are there with their sha256 and `sstream-query` lists it.
+fn served_by_nginx(s: &Service, version: &str) {
+    use streamfs_tests::mount::{Mount, can_mount};
+    use streamfs_tests::serve::{Nginx, sha256_hex};
+    let Some(venv) = streamfs_tests::sstream_venv() else {
+        return;
+    };
+    if !can_mount() {
+        return;
+    }
+    let mount = Mount::with_options(&s.store.root, &["ro", "allow_other"]);
+    let Some(nginx) = Nginx::start(mount.path()) else {
+        return;
+    };
+    let items: Vec<_> = flat_items(&s.store.products_file("candidate"))
+        .into_iter()
+        .filter(|i| i.get("version_name").map(String::as_str) == Some(version))
+        .collect();
+    assert!(!items.is_empty());
+    for i in &items {
+        let r = nginx.get(&format!("/candidate/{}", i["path"]));
+        assert_eq!(r.status, 200, "{}: {}", i["path"], nginx.error_log());
+        assert_eq!(sha256_hex(&r.body), i["sha256"], "{}", i["path"]);
+    }
+    let dir = s.dir();
+    let q = streamfs_tests::run_in(
+        dir,
+        &venv.join("bin/sstream-query"),
+        &[
+            &nginx.url("/candidate/streams/v1/index.json"),
+            "-o",
+            "%(version_name)s",
+        ],
+    );
+    assert_eq!(q.code, Some(0), "sstream-query: {}", q.stderr_text());
+    assert!(
+        q.stdout_text().lines().any(|l| l == version),
+        "sstream-query does not list {version}: {}",
+        q.stdout_text()
     );
 }
 
