@@ -68,6 +68,8 @@ pub enum Command {
     Mirrors(MirrorsCommand),
     /// Print a Metalink (3.0, or RFC 5854 with --format 4) for a stream file or a served tree's file.
     Metalink(MetalinkArgs),
+    /// Client of the build service (streamfs-buildd): submit and follow image builds.
+    Builds(BuildsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -453,6 +455,79 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BuildsArgs {
+    /// The build service's base URL.
+    #[arg(long, env = "STREAMFS_BUILDS_URL", value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// A file holding a submit token.
+    #[arg(
+        long,
+        env = "STREAMFS_BUILDS_TOKEN_FILE",
+        value_name = "FILE",
+        global = true
+    )]
+    pub token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: BuildsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// Queue a build; prints its id.
+    Submit(BuildsSubmitArgs),
+    /// List builds, newest first.
+    List(BuildsListArgs),
+    /// Show one build as JSON.
+    Show(BuildIdArg),
+    /// Follow a build's progress and log until it ends (exit 0 only when it succeeded).
+    Watch(BuildIdArg),
+    /// Print a build's log.
+    Logs(BuildIdArg),
+    /// Cancel a queued or running build.
+    Cancel(BuildIdArg),
+    /// Submit a failed or canceled build again; prints the new id.
+    Retry(BuildIdArg),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildsSubmitArgs {
+    #[arg(long)]
+    pub arch: String,
+    #[arg(long)]
+    pub release: String,
+    /// The version name the artifacts get in the stream. Default: today
+    /// (YYYYMMDD). (`--version` prints mountctl's own version.)
+    #[arg(long = "version-name", id = "version_name", value_name = "VERSION")]
+    pub version: Option<String>,
+    /// The cloud-image root tarball (path on the worker, or URL).
+    #[arg(long)]
+    pub source: String,
+    /// The stream the artifacts are inserted into.
+    #[arg(long)]
+    pub stream: String,
+    /// A build config file on the worker.
+    #[arg(long, value_name = "F")]
+    pub config: Option<String>,
+    /// Kernel flavours to build (repeatable).
+    #[arg(long = "kernel")]
+    pub kernels: Vec<String>,
+    /// Follow the build as `watch` does.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildsListArgs {
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MirrorsCommand {
     /// Add a mirror: URL is a root under which each stream appears as <stream>/streams/v1/….
@@ -534,6 +609,11 @@ pub struct MetalinkArgs {
     pub format: u8,
     /// e.g. streams/v1/index.json, an item path, or summary.
     pub path: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildIdArg {
+    pub id: i64,
 }
 
 #[cfg(test)]

@@ -186,6 +186,8 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
         code: out.status.code(),
     }
 }
+pub mod buildd;
+pub mod chromium;
 pub mod mount;
 pub mod node;
 pub mod serve;

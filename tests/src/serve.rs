@@ -63,7 +63,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: impl Fn() -> Str
 }
 
 /// Stops a server: SIGTERM, then SIGKILL if it lingers.
-fn stop(child: &mut Child) {
+pub(crate) fn stop(child: &mut Child) {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);

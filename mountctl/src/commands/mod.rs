@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` resolves the store once and dispatches.
 
 mod build;
+mod builds;
 mod clean_md;
 mod export;
 mod fsck;
@@ -64,5 +65,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(a) => status::run(&ctx, a),
         Command::Mirrors(c) => mirrors::run(&ctx, c),
         Command::Metalink(a) => mirrors::metalink(&ctx, a),
+        Command::Builds(a) => builds::run(a),
     }
 }

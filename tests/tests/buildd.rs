@@ -1,0 +1,583 @@
+//! The build service's behaviour suite, run on SQLite (the default, a file
+//! in the store) and on a real PostgreSQL cluster the test starts: submit
+//! and watch with `curl -N`, the artifacts in the store, a worker killed
+//! with SIGKILL mid-build, cancel reaching the builder's process group,
+//! per-arch routing, a server restart mid-queue, bad tokens and bodies.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use streamfs_tests::buildd::{Postgres, Service, alive, curl, wait_build};
+use streamfs_tests::store::flat_items;
+
+/// Whether the stream `candidate` of the service's store lists `version`.
+fn has_version(s: &Service, version: &str) -> bool {
+    let v1 = s.store.root.join("meta/current/candidate/streams/v1");
+    if !v1.join("index.json").is_file() {
+        return false;
+    }
+    flat_items(&s.store.products_file("candidate"))
+        .iter()
+        .any(|i| i.get("version_name").map(String::as_str) == Some(version))
+}
+
+fn state_is(s: &'static str) -> impl Fn(&Value) -> bool {
+    move |b| b["state"] == s
+}
+
+fn token(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("token")
+        .trim()
+        .to_string()
+}
+
+/// Submit, follow the events with `curl -N` until the build ends, and find
+/// its version in the stream.
+fn submit_and_watch(s: &Service) {
+    let server = s.serve();
+    let _w = s.worker(&server, "amd64", "w-amd64");
+    // Half a second a step: the worker reports progress at most four times
+    // a second (the latest stage of each quarter), so each step shows.
+    let id = s.submit(&server, "amd64", "20250201", "slow:0.5");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-N", "--max-time", "60", "-H"])
+        .arg(format!("Authorization: Bearer {}", token(&s.submit_token)))
+        .arg(format!("{}/api/v1/builds/{id}/events", server.url()))
+        .output()
+        .expect("curl -N");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let percents: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|d| d["percent"].as_i64())
+        .collect();
+    assert!(percents.len() >= 3, "too few progress events: {text}");
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "progress not rising: {percents:?}"
+    );
+    assert!(
+        text.contains("event: log") && text.contains("log line 4"),
+        "no log lines: {text}"
+    );
+    let last_state = text
+        .lines()
+        .rfind(|l| l.starts_with("data: {") && l.contains("\"state\""))
+        .unwrap_or_default();
+    assert!(
+        last_state.contains("succeeded"),
+        "events did not end succeeded: {text}"
+    );
+    let b = wait_build(s, &server, id, 10, "succeeded", state_is("succeeded"));
+    assert_eq!(b["percent"], 100);
+    assert!(
+        b["artifacts"]["versions"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty()),
+        "{b}"
+    );
+    assert!(
+        has_version(s, "20250201"),
+        "version 20250201 not in the stream"
+    );
+    // nginx serving a read-only mount of the store serves the new items,
+    // and sstream-query lists the version.
+    served_by_nginx(s, "20250201");
+    // The log endpoint and `mountctl builds logs` agree.
+    let logs = s.builds(&server, &["logs", &id.to_string()]);
+    assert_eq!(logs.code, Some(0));
+    assert!(
+        logs.stdout_text().contains("log line 1"),
+        "{}",
+        logs.stdout_text()
+    );
+    // Resuming after the first event skips it.
+    let resumed = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "20",
+            "-H",
+            "Last-Event-ID: 1",
+            "-H",
+        ])
+        .arg(format!("Authorization: Bearer {}", token(&s.submit_token)))
+        .arg(format!("{}/api/v1/builds/{id}/events", server.url()))
+        .output()
+        .expect("curl -N");
+    let resumed = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        !resumed.contains("id: 1\n") && resumed.contains("succeeded"),
+        "{resumed}"
+    );
+}
+
+/// A read-only mount of the service's store served by nginx: the items of
+/// `version` are there with their sha256 and `sstream-query` lists it.
+fn served_by_nginx(s: &Service, version: &str) {
+    use streamfs_tests::mount::{Mount, can_mount};
+    use streamfs_tests::serve::{Nginx, sha256_hex};
+    let Some(venv) = streamfs_tests::sstream_venv() else {
+        return;
+    };
+    if !can_mount() {
+        return;
+    }
+    let mount = Mount::with_options(&s.store.root, &["ro", "allow_other"]);
+    let Some(nginx) = Nginx::start(mount.path()) else {
+        return;
+    };
+    let items: Vec<_> = flat_items(&s.store.products_file("candidate"))
+        .into_iter()
+        .filter(|i| i.get("version_name").map(String::as_str) == Some(version))
+        .collect();
+    assert!(!items.is_empty());
+    for i in &items {
+        let r = nginx.get(&format!("/candidate/{}", i["path"]));
+        assert_eq!(r.status, 200, "{}: {}", i["path"], nginx.error_log());
+        assert_eq!(sha256_hex(&r.body), i["sha256"], "{}", i["path"]);
+    }
+    let dir = s.dir();
+    let q = streamfs_tests::run_in(
+        dir,
+        &venv.join("bin/sstream-query"),
+        &[
+            &nginx.url("/candidate/streams/v1/index.json"),
+            "-o",
+            "%(version_name)s",
+        ],
+    );
+    assert_eq!(q.code, Some(0), "sstream-query: {}", q.stderr_text());
+    assert!(
+        q.stdout_text().lines().any(|l| l == version),
+        "sstream-query does not list {version}: {}",
+        q.stdout_text()
+    );
+}
+
+/// 401 without or with a wrong token or a worker token on the submit API;
+/// 400 for malformed bodies; 413 for an oversized one.
+fn bad_requests(s: &Service) {
+    let server = s.serve();
+    let url = format!("{}/api/v1/builds", server.url());
+    let good = r#"{"arch":"amd64","release":"noble","source":"ok","stream":"candidate"}"#;
+    assert_eq!(curl(None, "POST", &url, Some(good)).0, 401);
+    assert_eq!(curl(Some("not-a-token"), "POST", &url, Some(good)).0, 401);
+    assert_eq!(
+        curl(Some(&token(&s.worker_token)), "POST", &url, Some(good)).0,
+        401
+    );
+    assert_eq!(
+        curl(
+            Some(&token(&s.submit_token)),
+            "POST",
+            &format!("{}/api/worker/claim", server.url()),
+            Some("{}")
+        )
+        .0,
+        401
+    );
+    let t = token(&s.submit_token);
+    for (body, what) in [
+        ("{not json", "request body"),
+        (r#"{"arch":"amd64"}"#, "missing field"),
+        (
+            r#"{"arch":"../x","release":"noble","source":"ok","stream":"candidate"}"#,
+            "arch",
+        ),
+        (
+            r#"{"arch":"amd64","release":"noble","source":"ok","stream":"nope"}"#,
+            "no such stream",
+        ),
+        (
+            r#"{"arch":"amd64","release":"noble","source":"ok","stream":"candidate","extra":1}"#,
+            "unknown field",
+        ),
+    ] {
+        let (code, text) = curl(Some(&t), "POST", &url, Some(body));
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(what), "{body}: {text}");
+    }
+    let huge = format!(
+        r#"{{"arch":"amd64","release":"noble","stream":"candidate","source":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let f = s.dir().join("huge.json");
+    std::fs::write(&f, huge).expect("write");
+    let (code, _) = curl(Some(&t), "POST", &url, Some(&format!("@{}", f.display())));
+    assert_eq!(code, 413);
+    let (code, list) = curl(Some(&t), "GET", &url, None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&list).expect("json")["builds"],
+        serde_json::json!([])
+    );
+    let (code, text) = curl(
+        Some(&t),
+        "GET",
+        &format!("{}/api/openapi.json", server.url()),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert!(
+        serde_json::from_str::<Value>(&text).expect("openapi")["paths"]["/api/v1/builds"]
+            .is_object()
+    );
+}
+
+/// A worker killed with SIGKILL mid-build: after its lease the build is
+/// re-queued and another worker finishes it.
+fn worker_killed(s: &Service) {
+    let server = s.serve();
+    let mut a = s.worker(&server, "amd64", "doomed");
+    let id = s.submit(&server, "amd64", "20250202", "slow");
+    wait_build(s, &server, id, 30, "running on doomed", |b| {
+        b["state"] == "running" && b["worker"] == "doomed"
+    });
+    a.kill9();
+    let _b = s.worker(&server, "amd64", "rescuer");
+    let b = wait_build(s, &server, id, 60, "succeeded", state_is("succeeded"));
+    assert_eq!(b["worker"], "rescuer");
+    assert_eq!(b["losses"], 1);
+}
+
+/// Cancel reaches the worker: the builder's process group is killed and
+/// nothing reaches the store.
+fn cancel(s: &Service) {
+    let server = s.serve();
+    let _w = s.worker(&server, "amd64", "w1");
+    let id = s.submit(&server, "amd64", "20250203", "slow:30");
+    wait_build(s, &server, id, 30, "running", |b| {
+        b["state"] == "running" && b["percent"].as_i64() > Some(0)
+    });
+    let child = s
+        .builder_child("20250203")
+        .expect("the builder recorded its child");
+    assert!(alive(child));
+    let out = s.builds(&server, &["cancel", &id.to_string()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    wait_build(s, &server, id, 5, "canceled", state_is("canceled"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while alive(child) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the builder's child {child} survived the cancel"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !has_version(s, "20250203"),
+        "a canceled build reached the store"
+    );
+    // A canceled build can be retried as a new one.
+    let out = s.builds(&server, &["retry", &id.to_string()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let again: i64 = out.stdout_text().trim().parse().expect("new id");
+    assert_ne!(again, id);
+    let out = s.builds(&server, &["cancel", &again.to_string()]);
+    assert_eq!(out.code, Some(0));
+}
+
+/// amd64 builds go only to the amd64 worker, arm64 ones only to arm64.
+fn arch_routing(s: &Service) {
+    let server = s.serve();
+    let _a = s.worker(&server, "amd64", "r-amd64");
+    let _b = s.worker(&server, "arm64", "r-arm64");
+    let ids: Vec<(i64, &str)> = (0..6)
+        .map(|i| {
+            let arch = if i % 2 == 0 { "amd64" } else { "arm64" };
+            (
+                s.submit(&server, arch, &format!("2025030{i}"), "noop"),
+                arch,
+            )
+        })
+        .collect();
+    for (id, arch) in ids {
+        let b = wait_build(s, &server, id, 60, "succeeded", state_is("succeeded"));
+        assert_eq!(b["worker"], format!("r-{arch}"), "{b}");
+    }
+    let out = s.builds(&server, &["list", "--arch", "arm64"]);
+    assert_eq!(
+        out.stdout_text().lines().count(),
+        4,
+        "{}",
+        out.stdout_text()
+    );
+}
+
+/// Builds queued while the server is down and up again all run.
+fn restart(s: &Service) {
+    let mut server = s.serve();
+    let port = server.port;
+    let ids: Vec<i64> = (0..3)
+        .map(|i| s.submit(&server, "amd64", &format!("2025040{i}"), "noop"))
+        .collect();
+    server.stop();
+    let server = s.serve_on(Some(port));
+    let _w = s.worker(&server, "amd64", "after-restart");
+    for id in ids {
+        wait_build(s, &server, id, 60, "succeeded", state_is("succeeded"));
+    }
+}
+
+/// A named case of the suite, run on a fresh service.
+type Case = (&'static str, fn(&mut Service));
+
+fn suite(db: impl Fn() -> Option<String>) {
+    let cases: [Case; 7] = [
+        ("submit and watch", |s| submit_and_watch(s)),
+        ("bad requests", |s| bad_requests(s)),
+        ("worker killed", |s| worker_killed(s)),
+        ("cancel", |s| cancel(s)),
+        ("arch routing", |s| arch_routing(s)),
+        ("restart", |s| restart(s)),
+        ("webhook", webhook),
+    ];
+    for (name, case) in cases {
+        let Some(mut s) = Service::new(db()) else {
+            return;
+        };
+        eprintln!("case: {name}");
+        case(&mut s);
+    }
+}
+
+#[test]
+fn behaviour_on_sqlite() {
+    suite(|| None);
+}
+
+#[test]
+fn behaviour_on_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    suite(|| Some(pg.new_database()));
+}
+
+/// Two servers sharing one PostgreSQL database, four workers split between
+/// them, 200 queued builds: each is run exactly once and none is lost.
+#[test]
+fn many_builds_two_servers_on_postgres() {
+    let Some(pg) = Postgres::start() else { return };
+    let Some(s) = Service::new(Some(pg.new_database())) else {
+        return;
+    };
+    let servers = [s.serve(), s.serve()];
+    let t = token(&s.submit_token);
+    let versions: Vec<String> = (0..200).map(|i| format!("2025070{i:03}")).collect();
+    for (i, v) in versions.iter().enumerate() {
+        let body = format!(
+            r#"{{"arch":"amd64","release":"noble","version":"{v}","source":"quickfail","stream":"candidate"}}"#
+        );
+        let url = format!("{}/api/v1/builds", servers[i % 2].url());
+        let (code, text) = curl(Some(&t), "POST", &url, Some(&body));
+        assert_eq!(code, 201, "{text}");
+    }
+    let _workers: Vec<_> = (0..4)
+        .map(|i| s.worker(&servers[i % 2], "amd64", &format!("many{i}")))
+        .collect();
+    let list = format!("{}/api/v1/builds?arch=amd64", servers[0].url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let builds = loop {
+        let (code, text) = curl(Some(&t), "GET", &list, None);
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).expect("list JSON");
+        let builds = v["builds"].as_array().expect("builds").clone();
+        assert_eq!(builds.len(), 200);
+        if builds.iter().all(|b| b["state"] == "failed") {
+            break builds;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all builds ended: {:?}",
+            builds.iter().map(|b| &b["state"]).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(builds.iter().all(|b| b["losses"] == 0), "a build was lost");
+    let workers: std::collections::BTreeSet<_> =
+        builds.iter().filter_map(|b| b["worker"].as_str()).collect();
+    assert!(workers.len() > 1, "one worker ran everything: {workers:?}");
+    let runs = std::fs::read_to_string(s.dir().join("runs")).expect("runs");
+    let mut runs: Vec<&str> = runs.lines().collect();
+    runs.sort_unstable();
+    assert_eq!(runs, versions, "each build run exactly once");
+}
+
+/// HMAC-SHA256 (RFC 2104), to check the webhook's signature independently
+/// of the server's code.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(msg)
+        .finalize();
+    hex::encode(
+        Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize(),
+    )
+}
+
+/// A webhook receiver on 127.0.0.1: records each request's signature
+/// header and body, answers 200.
+fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().expect("clone"));
+            let (mut sig, mut len) = (String::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("x-streamfs-signature:") {
+                    sig = v.trim().to_string();
+                } else if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = (&conn)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if tx.send((sig, body)).is_err() {
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// Each terminal state (succeeded, failed, canceled) reaches the webhook
+/// once, signed with the shared secret.
+fn webhook(s: &mut Service) {
+    let (port, rx) = webhook_receiver();
+    let secret = s.dir().join("hook.secret");
+    std::fs::write(&secret, "s3cret-hook-key\n").expect("write secret");
+    s.extra_args = vec![
+        "--webhook".into(),
+        format!("http://127.0.0.1:{port}/hook"),
+        "--webhook-secret-file".into(),
+        secret.display().to_string(),
+    ];
+    let server = s.serve();
+    let _w = s.worker(&server, "amd64", "hooked");
+    let ok = s.submit(&server, "amd64", "20250501", "ok");
+    let bad = s.submit(&server, "amd64", "20250502", "fail");
+    let gone = s.submit(&server, "arm64", "20250503", "ok");
+    assert_eq!(
+        s.builds(&server, &["cancel", &gone.to_string()]).code,
+        Some(0)
+    );
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 3 {
+        let (sig, body) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a webhook call");
+        assert_eq!(
+            sig,
+            format!("sha256={}", hmac_sha256(b"s3cret-hook-key", &body)),
+            "bad signature"
+        );
+        let v: Value = serde_json::from_slice(&body).expect("webhook JSON");
+        assert!(
+            seen.insert(
+                v["id"].as_i64().expect("id"),
+                v["state"].as_str().expect("state").to_string()
+            )
+            .is_none()
+        );
+    }
+    assert_eq!(seen[&ok], "succeeded");
+    assert_eq!(seen[&bad], "failed");
+    assert_eq!(seen[&gone], "canceled");
+    s.extra_args.clear();
+}
+
+/// The web page in headless Chromium: the token and the form filled in and
+/// submitted as a user would, the build page's state, progress bar and log
+/// followed until done; the screenshot is kept in target/buildd-web.png.
+#[test]
+fn web_page_in_chromium() {
+    let Some(s) = Service::new(None) else { return };
+    let server = s.serve();
+    let _w = s.worker(&server, "amd64", "web");
+    let Some(mut browser) = streamfs_tests::chromium::Chromium::open(&format!("{}/", server.url()))
+    else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The page target may still show about:blank when first attached.
+    while browser
+        .eval(r#"document.readyState == "complete" && !!document.getElementById("submit")"#)
+        != true
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = token(&s.submit_token);
+    browser.eval(&format!(
+        r#"(() => {{
+            const tok = document.getElementById("token");
+            tok.value = "{t}"; tok.dispatchEvent(new Event("change"));
+            const f = document.getElementById("submit");
+            f.arch.value = "amd64"; f.release.value = "noble"; f.version.value = "20250601";
+            f.source.value = "slow:0.5"; f.stream.value = "candidate";
+            f.querySelector("button").click();
+            return true;
+        }})()"#
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = browser.eval(r#"document.getElementById("bstate").textContent"#);
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build page shows {state}\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        browser.eval(r#"document.getElementById("bprog").value"#),
+        100
+    );
+    let log = browser.eval(r#"document.getElementById("log").textContent"#);
+    assert!(
+        log.as_str().is_some_and(|l| l.contains("log line 4")),
+        "{log}"
+    );
+    // The list shows it done too (it refreshes every second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let rows = browser.eval(r#"document.getElementById("rows").textContent"#);
+    assert!(
+        rows.as_str()
+            .is_some_and(|r| r.contains("20250601") && r.contains("succeeded")),
+        "{rows}"
+    );
+    assert!(has_version(&s, "20250601"));
+    let shot = streamfs_tests::workspace_root().join("target/buildd-web.png");
+    browser.screenshot(&shot);
+    eprintln!("screenshot: {}", shot.display());
+}
