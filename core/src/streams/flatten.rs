@@ -15,7 +15,8 @@ use crate::json::python_str;
 /// the original scalar), plus `product_name`, `version_name`, `item_name`.
 pub type FlatItem = Map<String, Value>;
 
-const ALIASES: &str = "_aliases";
+/// The top-level key whose tables expand into every dict carrying the aliased key.
+pub(crate) const ALIASES: &str = "_aliases";
 
 /// How deep alias expansion may nest: as deep as a document may be parsed
 /// (serde_json's limit). Deeper means an alias that brings in itself.

@@ -23,7 +23,9 @@
 //!   prints all items at the end as `json.dumps(indent=2, sort_keys=True)`;
 //!   `--pretty` uses `pprint.pprint`.
 
+mod flat;
 mod mirror;
+mod parallel;
 mod pprint;
 mod printable;
 mod pyfmt;
@@ -31,16 +33,18 @@ pub mod tree;
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::rc::Rc;
 
 use serde_json::Value;
 
+pub use flat::Flat;
+use flat::{Members, expanded, lookup};
 pub use mirror::{HttpGet, Mirror, NoHttp, Verify, fetch, split_mirror_url, strip_clearsign};
+use parallel::{PARALLEL_MIN_PRODUCTS, PRODUCTS_PER_CHUNK, in_order};
 pub use pprint::pformat;
 pub use pyfmt::{Entries, FormatError, PercentFormat, dict_repr, repr};
-use pyfmt::{write_dict_pair, write_dict_repr};
 
 use super::filter::ItemFilter;
+use super::flatten::ALIASES;
 use super::index::parse_index;
 use super::products::{check_product, check_products};
 use crate::error::{Error, IoContext, Result};
@@ -131,180 +135,9 @@ impl Printed {
     }
 }
 
-/// Documents with at least this many products are printed by several
-/// threads (sstream-query's output is one product after another, so each
-/// thread takes whole products and their output is joined in order).
-const PARALLEL_MIN_PRODUCTS: usize = 16;
-/// Products per unit of work handed to a thread: small enough to balance
-/// products of unequal size, large enough that handing out costs nothing.
-const PRODUCTS_PER_CHUNK: usize = 8;
-
-/// Runs `work(0..n)` on `workers` threads (on the calling one when fewer
-/// than two) and hands each result to `take` in index order, on the calling
-/// thread, as soon as the results before it were taken. The first error
-/// `take` returns stops the work (results not taken yet are dropped) and is
-/// returned.
-fn in_order<T: Send>(
-    workers: usize,
-    n: usize,
-    work: impl Fn(usize) -> T + Sync,
-    mut take: impl FnMut(T) -> Result<()>,
-) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    if workers < 2 {
-        return (0..n).try_for_each(|i| take(work(i)));
-    }
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, T)>();
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, stop, work) = (&next, &stop, &work);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || tx.send((i, work(i))).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut early = std::collections::BTreeMap::new();
-        let mut want = 0;
-        let result = (|| {
-            for (i, r) in &rx {
-                early.insert(i, r);
-                while let Some(r) = early.remove(&want) {
-                    take(r)?;
-                    want += 1;
-                }
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        drop(rx);
-        result
-    })
-}
-
 /// Where query output goes; named in errors.
 const STDOUT: &str = "<stdout>";
 const STDERR: &str = "<stderr>";
-
-/// A flattened item borrowing its strings from the document: what
-/// `flatten::flatten_expanded` computes (same keys, values, order, checked
-/// by a test), without an owned map per item, which dominated the cost of
-/// large queries. Keys keep the position of their first appearance and
-/// deeper levels overwrite values, as Python's `dict.update` does.
-#[derive(Clone, Debug, Default)]
-pub struct Flat<'d> {
-    entries: Vec<(&'d str, Cow<'d, str>)>,
-    /// `repr(key): repr(value)` of entries, where [`Flat::prerender`] made
-    /// it: an upper level's pairs are rendered once for all the items below
-    /// it instead of once per item (they are most of an item's text).
-    rendered: Vec<Option<Rc<str>>>,
-}
-
-impl<'d> Flat<'d> {
-    fn set(&mut self, key: &'d str, value: Cow<'d, str>) {
-        match self.entries.iter().position(|(k, _)| *k == key) {
-            Some(i) => {
-                self.entries[i].1 = value;
-                self.rendered[i] = None;
-            }
-            None => {
-                self.entries.push((key, value));
-                self.rendered.push(None);
-            }
-        }
-    }
-
-    /// Renders the pairs not rendered yet, for `%s`/`%r` of the items below.
-    fn prerender(&mut self) {
-        for ((k, v), r) in self.entries.iter().zip(&mut self.rendered) {
-            if r.is_none() {
-                let mut s = String::with_capacity(k.len() + v.len() + 6);
-                write_dict_pair(&mut s, k, v, false);
-                *r = Some(s.into());
-            }
-        }
-    }
-
-    /// Adds a level's scalar attributes (`stringitems`).
-    fn add_level(&mut self, level: &Members<'d>) {
-        for &(k, v) in level {
-            if let Some(value) = v.python_str() {
-                self.set(k, value);
-            }
-        }
-    }
-
-    /// The next level down: this one, then `level`'s attributes, then its
-    /// name under `name_key`.
-    fn child(&self, level: &Members<'d>, name_key: &'static str, name: &'d str) -> Self {
-        // Room for every key the level may add, so that it grows once.
-        let room = self.entries.len() + level.len() + 2;
-        let mut entries = Vec::with_capacity(room);
-        entries.extend_from_slice(&self.entries);
-        let mut rendered = Vec::with_capacity(room);
-        rendered.extend_from_slice(&self.rendered);
-        let mut f = Flat { entries, rendered };
-        f.add_level(level);
-        f.set(name_key, Cow::Borrowed(name));
-        f
-    }
-
-    fn matches(&self, filters: &[ItemFilter]) -> Result<bool> {
-        for f in filters {
-            if !f.matches_value(self.lookup(f.key()))? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    fn to_json(&self) -> Value {
-        Value::Object(
-            self.pairs()
-                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                .collect(),
-        )
-    }
-}
-
-impl Entries for Flat<'_> {
-    fn lookup(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_ref())
-    }
-
-    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (*k, v.as_ref()))
-    }
-
-    fn write_dict_repr(&self, out: &mut String, ascii: bool) {
-        if ascii {
-            return write_dict_repr(out, self.pairs(), ascii);
-        }
-        out.push('{');
-        for (i, ((k, v), r)) in self.entries.iter().zip(&self.rendered).enumerate() {
-            if i > 0 {
-                out.push_str(", ");
-            }
-            match r {
-                Some(r) => out.push_str(r),
-                None => write_dict_pair(out, k, v, false),
-            }
-        }
-        out.push('}');
-    }
-}
 
 /// One item selected for printing.
 struct Selected<'d> {
@@ -312,52 +145,6 @@ struct Selected<'d> {
     name: &'d str,
     /// The item's own `path` (not one inherited from a level above).
     own_path: Option<&'d str>,
-}
-
-/// A level's members as python-simplestreams' `expand_tree` leaves them:
-/// for each of the level's own keys in order, a string value with an entry
-/// in `_aliases[key]` merges that entry's members in (replacing in place,
-/// new keys at the end). Applied to each level as it is flattened instead of
-/// rewriting the whole tree first.
-type Members<'d> = Vec<(&'d str, &'d Node<'d>)>;
-
-const ALIASES: &str = "_aliases";
-
-fn expanded<'d>(level: &'d Object<'d>, aliases: Option<&'d Object<'d>>) -> Members<'d> {
-    let mut m: Members<'d> = level.iter().collect();
-    let Some(refs) = aliases else {
-        return m;
-    };
-    for (key, _) in level.iter() {
-        if key == ALIASES {
-            continue;
-        }
-        let Some(Node::Object(table)) = refs.get(key) else {
-            continue;
-        };
-        if table.is_empty() {
-            continue;
-        }
-        let Some(val) = lookup(&m, key).and_then(Node::as_str) else {
-            continue;
-        };
-        if val.is_empty() {
-            continue;
-        }
-        if let Some(Node::Object(add)) = table.get(val) {
-            for (k, v) in add.iter() {
-                match m.iter_mut().find(|(mk, _)| *mk == k) {
-                    Some(slot) => slot.1 = v,
-                    None => m.push((k, v)),
-                }
-            }
-        }
-    }
-    m
-}
-
-fn lookup<'d>(m: &Members<'d>, key: &str) -> Option<&'d Node<'d>> {
-    m.iter().find(|(k, _)| *k == key).map(|&(_, v)| v)
 }
 
 /// Checks what python-simplestreams would trip on in a document's top
@@ -748,185 +535,4 @@ pub fn query_mirror(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SHA: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-    /// A products file's bytes.
-    fn doc(products: Value) -> Vec<u8> {
-        let doc = serde_json::json!({
-            "format": "products:1.0", "content_id": "c", "products": products
-        });
-        serde_json::to_vec(&doc).unwrap()
-    }
-
-    fn query(p: &[u8], opts: &QueryOptions) -> Result<(String, String)> {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        query_products(&[("t", p, "/m/")], opts, &mut out, &mut err)?;
-        Ok((
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(err).unwrap(),
-        ))
-    }
-
-    fn run(p: &[u8], opts: &QueryOptions) -> (String, String) {
-        query(p, opts).unwrap()
-    }
-
-    fn opts(filters: &[&str], max: Option<i64>, fmt: &str) -> QueryOptions {
-        QueryOptions {
-            filters: ItemFilter::parse_all(filters).unwrap(),
-            max_items: max,
-            output: Output::Format(fmt.into()),
-        }
-    }
-
-    fn versions_doc() -> Vec<u8> {
-        let item = |a: &str| serde_json::json!({"items": {"i": {"arch": a}}});
-        doc(serde_json::json!({
-            "p": {"versions": {"2": item("x"), "3": item("y"), "1": item("x"), "10": item("x")}},
-            "e": {"versions": {"9": {}, "1": item("x")}}
-        }))
-    }
-
-    #[test]
-    fn versions_sorted_newest_first_and_max_applies_after_filtering() {
-        let p = versions_doc();
-        let o = |f: &[&str], m| run(&p, &opts(f, m, "%(product_name)s %(version_name)s")).0;
-        assert_eq!(o(&[], None), "p 3\np 2\np 10\np 1\ne 1\n");
-        assert_eq!(o(&["arch=x"], Some(2)), "p 2\np 10\ne 1\n");
-        // A version that never had items counts for --max.
-        assert_eq!(o(&[], Some(1)), "p 3\n");
-        assert_eq!(o(&[], Some(0)), "");
-        assert_eq!(o(&["arch=x"], Some(-1)), "p 2\np 10\n");
-        assert_eq!(o(&[], Some(-9)), "");
-    }
-
-    #[test]
-    fn missing_keys_are_reported_and_the_query_goes_on() {
-        let p = versions_doc();
-        let (out, err) = run(&p, &opts(&["version_name=3"], None, "%(nope)s"));
-        assert_eq!(out, "");
-        assert_eq!(
-            err,
-            "output format failed. Missing nope\nitem: {'format': 'products:1.0', 'content_id': 'c', 'product_name': 'p', 'version_name': '3', 'arch': 'y', 'item_name': 'i'}\n"
-        );
-    }
-
-    #[test]
-    fn items_with_a_path_get_an_item_url_and_need_checksum_and_size() {
-        let p = doc(serde_json::json!({"p": {"versions": {"1": {"items": {
-            "i": {"path": "a/b", "sha256": SHA, "size": 3}}}}}}));
-        let (out, _) = run(&p, &opts(&[], None, "%(item_url)s"));
-        assert_eq!(out, "/m/a/b\n");
-        let p = doc(serde_json::json!({"p": {"versions": {"1": {"items": {
-            "i": {"path": "a/b", "size": 3}}}}}}));
-        let e = query(&p, &QueryOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("checksum"), "{e}");
-        assert!(is_python_int(" +1_000 ") && !is_python_int("1.5") && !is_python_int("1__0"));
-    }
-
-    /// Products printed by several threads come out in document order; an
-    /// error while printing stops the output after the products before it;
-    /// a product failing its checks prints nothing at all.
-    #[test]
-    fn products_printed_by_threads_keep_document_order_and_error_semantics() {
-        let n = PARALLEL_MIN_PRODUCTS * 4;
-        let many = |broken: Option<(usize, Value)>| {
-            let mut products = serde_json::Map::new();
-            for p in 0..n {
-                let item = match &broken {
-                    Some((b, v)) if *b == p => v.clone(),
-                    _ => serde_json::json!({"path": format!("p{p}"), "sha256": SHA, "size": 1}),
-                };
-                products.insert(
-                    format!("p{p:03}"),
-                    serde_json::json!({"versions": {"1": {"items": {"i": item}}}}),
-                );
-            }
-            doc(Value::Object(products))
-        };
-        let fmt = opts(&[], None, "%(product_name)s");
-        let want: String = (0..n).map(|p| format!("p{p:03}\n")).collect();
-        assert_eq!(run(&many(None), &fmt).0, want);
-        let partial = |broken: Value, at: usize| {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let bytes = many(Some((at, broken)));
-            let e = query_products(&[("t", &bytes, "/m/")], &fmt, &mut out, &mut err)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(&format!("product p{at:03}")), "{e}");
-            String::from_utf8(out).unwrap()
-        };
-        let no_checksum = serde_json::json!({"path": "x", "size": 1});
-        assert_eq!(partial(no_checksum, 41), want[..41 * 5]);
-        let unsafe_path = serde_json::json!({"path": "../x", "sha256": SHA, "size": 1});
-        assert_eq!(partial(unsafe_path, 50), "");
-    }
-
-    #[test]
-    fn borrowed_flattening_agrees_with_flatten() {
-        let text = br#"{"format":"products:1.0","content_id":"c","n":1.5,"arch":"x",
-            "_aliases":{"crsn":{"r1":{"region":"r1","arch":"aliased"}}},
-            "products":{"p":{"arch":"y","crsn":"r1","versions":{"1":{"label":"l","product_name":"v",
-            "items":{"i":{"arch":"z","size":3,"ok":true,"list":[1],"crsn":"r1"},"j":{"n":null}}}}}}}"#;
-        let products = crate::streams::products::Products::parse("t", text).unwrap();
-        let want = crate::streams::flatten::flatten(&products);
-        let doc = tree::parse_object("t", text).unwrap();
-        let aliases = doc.get(ALIASES).and_then(Node::as_object);
-        let level = |n: &'static [&str]| {
-            let mut o = &doc;
-            for k in n {
-                o = o.get(k).and_then(Node::as_object).unwrap();
-            }
-            expanded(o, aliases)
-        };
-        let mut top = Flat::default();
-        top.add_level(&expanded(&doc, aliases));
-        let pf = top.child(&level(&["products", "p"]), "product_name", "p");
-        let vf = pf.child(
-            &level(&["products", "p", "versions", "1"]),
-            "version_name",
-            "1",
-        );
-        let items = [
-            (
-                "i",
-                level(&["products", "p", "versions", "1", "items", "i"]),
-            ),
-            (
-                "j",
-                level(&["products", "p", "versions", "1", "items", "j"]),
-            ),
-        ];
-        let got: Vec<Value> = items
-            .iter()
-            .map(|(name, m)| vf.child(m, "item_name", name).to_json())
-            .collect();
-        let want: Vec<Value> = want.into_iter().map(Value::Object).collect();
-        assert_eq!(got, want);
-        let keys = |x: &Value| x.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(&got[0]), keys(&want[0]));
-    }
-
-    #[test]
-    fn json_output_collects_every_item() {
-        let p = versions_doc();
-        let o = QueryOptions {
-            filters: ItemFilter::parse_all(&["product_name=e"]).unwrap(),
-            output: Output::Json,
-            ..Default::default()
-        };
-        let (out, _) = run(&p, &o);
-        let v: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v.as_array().unwrap().len(), 1);
-        assert!(out.starts_with("[\n  {\n    \"arch\": \"x\",\n"), "{out}");
-        let o = QueryOptions {
-            filters: ItemFilter::parse_all(&["product_name=none"]).unwrap(),
-            output: Output::Json,
-            ..Default::default()
-        };
-        assert_eq!(run(&p, &o).0, "[]\n");
-    }
-}
+mod tests;
