@@ -4,12 +4,11 @@
 //! list of items.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use streamfs_core::json;
+use streamfs_core::store::pool::hash_file;
 use streamfs_core::store::write_atomic;
 use streamfs_core::streams::condense::condense;
 use streamfs_core::streams::index::build_index;
@@ -18,23 +17,6 @@ use streamfs_core::streams::products::Products;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
-/// sha256 and size of a file.
-pub fn file_info(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(h.finalize()), size))
-}
-
 /// A product's items: (item name, attributes), in meph2's order.
 pub type NamedItems = Vec<(String, Map<String, Value>)>;
 
@@ -42,7 +24,10 @@ pub type NamedItems = Vec<(String, Map<String, Value>)>;
 pub fn items(plan: &Plan, out: &Path) -> Result<Vec<(String, NamedItems)>> {
     let mut info = BTreeMap::new();
     for p in &plan.outputs {
-        info.insert(p.clone(), file_info(&out.join(p))?);
+        info.insert(p.clone(), {
+            let b = hash_file(&out.join(p))?;
+            (b.sha256, b.size)
+        });
     }
     let mut ret = Vec::new();
     for prod in &plan.products {
