@@ -8,6 +8,7 @@
 pub mod error;
 pub mod fetch;
 pub mod json;
+pub mod mirrors;
 pub mod ops;
 pub mod relpath;
 pub mod signing;

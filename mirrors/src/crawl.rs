@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use streamfs_core::store::{Store, StoreLock};
+use streamfs_core::store::Store;
 
 use crate::error::{Error, Result};
 use crate::hashes::Digests;
@@ -158,7 +158,10 @@ pub fn crawl(store: &Store, opts: &Options) -> Result<Vec<MirrorOutcome>> {
     let mut results = results.into_inner().expect("no panics hold it");
     results.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let _lock = StoreLock::acquire(&root.join("lock"))?;
+    // Under the writer lock: the state, the list, then the metalinks the
+    // mount publishes, re-rendered in a commit of their own when they list
+    // something new.
+    let mut txn = store.begin()?;
     let mut mirrors = MirrorsFile::load(root)?;
     let mut fresh = CrawlState::load(root)?;
     for (k, d, g) in &local {
@@ -185,6 +188,8 @@ pub fn crawl(store: &Store, opts: &Options) -> Result<Vec<MirrorOutcome>> {
         .retain(|n, _| mirrors.mirrors.iter().any(|m| &m.name == n));
     fresh.save(root)?;
     mirrors.save(root)?;
+    txn.refresh_metalinks();
+    txn.commit()?;
     Ok(results)
 }
 

@@ -188,6 +188,7 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
 }
 pub mod buildd;
 pub mod chromium;
+pub mod mirrors;
 pub mod mount;
 pub mod node;
 pub mod serve;

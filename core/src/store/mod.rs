@@ -34,7 +34,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use config::{Config, StreamConfig};
-pub use fsutil::{sync_dir, write_atomic};
+pub use fsutil::{sync_dir, write_atomic, write_new};
 pub use lock::StoreLock;
 pub use orphans::Orphans;
 pub use pool::{BlobRef, Pool};
@@ -229,6 +229,7 @@ impl Store {
             changed: BTreeSet::new(),
             unreferenced: BTreeSet::new(),
             arrived: BTreeSet::new(),
+            refresh_metalinks: false,
         })
     }
 }
@@ -253,6 +254,9 @@ pub struct Txn<'s> {
     unreferenced: BTreeSet<String>,
     /// Blobs put into the pool by this transaction.
     arrived: BTreeSet<String>,
+    /// Re-render every stream's metalinks (the mirror list or the crawl
+    /// changed), even when no stream changed.
+    refresh_metalinks: bool,
 }
 
 /// What a commit did.
@@ -311,6 +315,32 @@ impl<'s> Txn<'s> {
         referenced(&self.streams)
     }
 
+    /// Whether a metalink of the current generation lists something else
+    /// than the mirror list and the last crawl now make of it.
+    fn metalinks_stale(&self, base: &Snapshot) -> bool {
+        let now = timefmt::now();
+        self.store.config.streams.iter().any(|s| {
+            crate::mirrors::publish::stale(
+                &self.store.root,
+                &s.name,
+                &base.streams_v1(&s.name),
+                now,
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!(stream = %s.name, "metalinks not checked: {e}");
+                false
+            })
+        })
+    }
+
+    /// Asks the commit to re-render every stream's metalinks from the mirror
+    /// list and the last crawl (see [`crate::mirrors::publish`]). Without a
+    /// stream change, a new generation is written only when a metalink would
+    /// list something else than the current generation's does.
+    pub fn refresh_metalinks(&mut self) {
+        self.refresh_metalinks = true;
+    }
+
     /// Regenerates every stream (used when creating a store and by `sign`).
     pub fn commit_all(mut self) -> Result<CommitReport> {
         self.changed = self.streams.keys().cloned().collect();
@@ -333,7 +363,10 @@ impl<'s> Txn<'s> {
                 }
             }
         }
-        if self.changed.is_empty() && self.base.is_some() {
+        if self.changed.is_empty()
+            && let Some(base) = &self.base
+            && !(self.refresh_metalinks && self.metalinks_stale(base))
+        {
             return Ok(CommitReport {
                 generation: self.generation(),
                 streams: vec![],
@@ -380,12 +413,23 @@ impl<'s> Txn<'s> {
             for s in &store.config.streams {
                 let dir = tmp_dir.join(&s.name);
                 let prev = self.base.as_ref().map(|b| b.dir.join(&s.name));
-                if !self.changed.contains(&s.name) && prev.as_ref().is_some_and(|p| p.exists()) {
+                let changed = self.changed.contains(&s.name);
+                if !changed && prev.as_ref().is_some_and(|p| p.exists()) {
                     link_tree(prev.as_ref().expect("checked"), &dir)?;
-                    continue;
+                } else {
+                    let st = &self.streams[&s.name];
+                    publish::write_stream(&dir, s, st, pool, key.as_ref(), now)?;
                 }
-                let st = &self.streams[&s.name];
-                publish::write_stream(&dir, s, st, pool, key.as_ref(), now)?;
+                if changed || self.refresh_metalinks {
+                    let v1 = dir.join("streams").join("v1");
+                    // Metalinks describe the documents; they never stop a
+                    // commit of them (a damaged crawl state is logged).
+                    if let Err(e) =
+                        crate::mirrors::publish::render_beside(&store.root, &s.name, &v1, now)
+                    {
+                        tracing::warn!(stream = %s.name, "metalinks not published: {e}");
+                    }
+                }
             }
             sync_dir(&tmp_dir)?;
             fs::rename(&tmp_dir, &final_dir).at(&final_dir)?;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use streamfs_core::store::StoreLock;
 use streamfs_mirrors::crawl::{self, Items};
 use streamfs_mirrors::metalink::{self, Format, Target};
 use streamfs_mirrors::model::validate_mirror;
@@ -29,10 +28,14 @@ fn edit(
     f: impl FnOnce(&mut MirrorsFile) -> streamfs_mirrors::Result<()>,
 ) -> Result<()> {
     let store = ctx.open()?;
-    let _lock = StoreLock::acquire(&store.root().join("lock"))?;
-    let mut file = MirrorsFile::load(store.root()).map_err(mapped)?;
+    let mut txn = store.begin()?;
+    let mut file = MirrorsFile::load(store.root())?;
     f(&mut file).map_err(mapped)?;
-    file.save(store.root()).map_err(mapped)?;
+    file.save(store.root())?;
+    // The published metalinks follow the list (a disabled or removed
+    // mirror leaves them at once).
+    txn.refresh_metalinks();
+    txn.commit()?;
     Ok(())
 }
 
@@ -119,8 +122,8 @@ pub fn run(ctx: &Context, cmd: MirrorsCommand) -> Result<ExitCode> {
 
 fn list(ctx: &Context) -> Result<()> {
     let store = ctx.open()?;
-    let file = MirrorsFile::load(store.root()).map_err(mapped)?;
-    let state = CrawlState::load(store.root()).map_err(mapped)?;
+    let file = MirrorsFile::load(store.root())?;
+    let state = CrawlState::load(store.root())?;
     for m in &file.mirrors {
         let status = if m.enabled {
             "enabled".to_string()
@@ -161,8 +164,8 @@ fn list(ctx: &Context) -> Result<()> {
 
 pub fn metalink(ctx: &Context, a: MetalinkArgs) -> Result<ExitCode> {
     let store = ctx.open()?;
-    let file = MirrorsFile::load(store.root()).map_err(mapped)?;
-    let state = CrawlState::load(store.root()).map_err(mapped)?;
+    let file = MirrorsFile::load(store.root())?;
+    let state = CrawlState::load(store.root())?;
     let target = match (a.stream, a.root) {
         (Some(stream), _) => Target::Stream {
             stream,
@@ -172,8 +175,7 @@ pub fn metalink(ctx: &Context, a: MetalinkArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("clap requires --stream or --root"),
     };
     let now = streamfs_core::timefmt::now();
-    let entry =
-        metalink::entry_for(&store, &file, &state, &target, now.timestamp()).map_err(mapped)?;
+    let entry = metalink::entry_for(&store, &file, &state, &target, now.timestamp())?;
     if entry.resources.is_empty() {
         eprintln!("mountctl: warning: no up-to-date mirror carries this file (crawl first?)");
     }

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::store::write_atomic;
 use serde::{Deserialize, Serialize};
-use streamfs_core::store::write_atomic;
 
+use super::digests::Digests;
 use crate::error::{Error, Result};
-use crate::hashes::Digests;
 
 pub const FILE_NAME: &str = "mirrors-state.json";
 const FORMAT: &str = "streamfs-mirrors-state:1";
@@ -119,7 +119,7 @@ impl CrawlState {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::Io { path, error: e }),
         };
         let bad = |reason: String| Error::Config {
             file: path.display().to_string(),

@@ -10,14 +10,14 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use crate::relpath::RelPath;
+use crate::store::Store;
 use chrono::{DateTime, Utc};
-use streamfs_core::relpath::RelPath;
-use streamfs_core::store::Store;
 
+use super::digests::Digests;
+use super::model::{MirrorsFile, join_url};
+use super::state::{CrawlState, Freshness};
 use crate::error::{Error, Result};
-use crate::hashes::Digests;
-use crate::model::{MirrorsFile, join_url};
-use crate::state::{CrawlState, Freshness};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -223,26 +223,62 @@ pub fn entry_for(
             (tree.name.clone(), rel.as_str().to_string(), local)
         }
     };
-    let key = format!("{site}/{path}");
     let digests = Digests::of_file(&local)?;
-    let timestamp = mtime(&local);
+    Ok(entry_from(
+        mirrors,
+        state,
+        &site,
+        &path,
+        digests,
+        mtime(&local),
+        now,
+    ))
+}
+
+/// The entry for `path` of `site` (a stream or tree) whose content has
+/// `digests`, from the mirror list and the last crawl.
+///
+/// The crawl's record of the store's copy may be older than `digests` (a
+/// commit since the last crawl): that copy is then an alternate, superseded
+/// just now, so the mirrors that carry it stay listed until the next crawl
+/// says otherwise.
+pub fn entry_from(
+    mirrors: &MirrorsFile,
+    state: &CrawlState,
+    site: &str,
+    path: &str,
+    digests: Digests,
+    timestamp: i64,
+    now: i64,
+) -> FileEntry {
+    let key = format!("{site}/{path}");
     let validity = mirrors.alternate_validity_secs();
     let crawled = state.current(&key).is_some();
-    let alternates: Vec<Alternate> = state
-        .alternates(&key, now, validity)
-        .into_iter()
-        .filter(|v| v.digests != digests)
-        .map(|v| Alternate {
-            timestamp: v.first_seen,
-            digests: v.digests.clone(),
-        })
-        .collect();
+    let mut alternates: Vec<Alternate> = Vec::new();
+    if let Some(c) = state.current(&key)
+        && c.digests != digests
+    {
+        alternates.push(Alternate {
+            timestamp: c.first_seen,
+            digests: c.digests.clone(),
+        });
+    }
+    alternates.extend(
+        state
+            .alternates(&key, now, validity)
+            .into_iter()
+            .filter(|v| v.digests != digests)
+            .map(|v| Alternate {
+                timestamp: v.first_seen,
+                digests: v.digests.clone(),
+            }),
+    );
     let mut listed: Vec<_> = mirrors
         .mirrors
         .iter()
         .filter(|m| m.enabled && !m.private)
         .filter(|m| {
-            let Some(s) = state.mirrors.get(&m.name).and_then(|s| s.sites.get(&site)) else {
+            let Some(s) = state.mirrors.get(&m.name).and_then(|s| s.sites.get(site)) else {
                 return false;
             };
             match s.freshness {
@@ -251,7 +287,7 @@ pub fn entry_for(
                 // it is the current one or one of the alternates listed.
                 Freshness::Alternate => {
                     crawled
-                        && s.files.get(&path).is_some_and(|sha| {
+                        && s.files.get(path).is_some_and(|sha| {
                             *sha == digests.sha256
                                 || alternates.iter().any(|a| a.digests.sha256 == *sha)
                         })
@@ -273,8 +309,8 @@ pub fn entry_for(
             }
         })
         .collect();
-    Ok(FileEntry {
-        name: Path::new(&path)
+    FileEntry {
+        name: Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
@@ -282,7 +318,7 @@ pub fn entry_for(
         digests,
         alternates,
         resources,
-    })
+    }
 }
 
 fn canonical(p: &Path) -> PathBuf {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::error::{Error, Result};
+use crate::error::{IoContext, Result};
 
 /// What identifies one version of a file: its size and digests.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,12 +25,12 @@ impl Digests {
     }
 
     pub fn of_file(path: &Path) -> Result<Digests> {
-        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut f = std::fs::File::open(path).at(path)?;
         let (mut a, mut b) = (Sha256::new(), Sha512::new());
         let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+            let n = f.read(&mut buf).at(path)?;
             if n == 0 {
                 break;
             }

@@ -24,8 +24,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::store::write_atomic;
 use serde::{Deserialize, Serialize};
-use streamfs_core::store::write_atomic;
 
 use crate::error::{Error, Result};
 
@@ -121,7 +121,7 @@ impl MirrorsFile {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::Io { path, error: e }),
         };
         let file = path.display().to_string();
         let parsed: MirrorsFile = toml::from_str(&text).map_err(|e| Error::Config {
@@ -145,7 +145,7 @@ impl MirrorsFile {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        streamfs_core::timefmt::parse_duration(&self.crawl.alternate_validity)
+        crate::timefmt::parse_duration(&self.crawl.alternate_validity)
             .map_err(|e| format!("[crawl] alternate_validity: {e}"))?;
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.mirrors {
@@ -157,7 +157,7 @@ impl MirrorsFile {
         for t in &self.trees {
             validate_name(&t.name).map_err(|e| format!("tree '{}': {e}", t.name))?;
             for f in &t.files {
-                streamfs_core::relpath::RelPath::check(f)
+                crate::relpath::RelPath::check(f)
                     .map_err(|e| format!("tree '{}': file '{f}': {e}", t.name))?;
             }
         }
@@ -172,7 +172,7 @@ impl MirrorsFile {
     }
 
     pub fn alternate_validity_secs(&self) -> i64 {
-        streamfs_core::timefmt::parse_duration(&self.crawl.alternate_validity)
+        crate::timefmt::parse_duration(&self.crawl.alternate_validity)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(3 * 86400)
     }
