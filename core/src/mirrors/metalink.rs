@@ -179,13 +179,16 @@ pub fn entry_for(
         Target::Stream { stream, path } => {
             let rel =
                 RelPath::new(path).map_err(|e| Error::Usage(format!("path '{path}': {e}")))?;
-            let snap = store.snapshot()?;
-            let Some(st) = snap.streams.get(stream) else {
+            if !store.config().streams.iter().any(|s| s.name == *stream) {
                 return Err(Error::Usage(format!("unknown stream '{stream}'")));
-            };
+            }
             let local = if let Some(doc) = rel.as_str().strip_prefix("streams/v1/") {
-                snap.streams_v1(stream).join(doc)
+                // A published document: no stream state to read.
+                let (_, dir) = store.current_generation_dir()?;
+                dir.join(stream).join("streams").join("v1").join(doc)
             } else {
+                let snap = store.snapshot()?;
+                let st = &snap.streams[stream];
                 let item = st
                     .products
                     .items()

@@ -160,19 +160,12 @@ impl Store {
 
     /// The current generation number, read from `meta/current`.
     pub fn current_generation(&self) -> Result<u64> {
-        let link = self.meta_dir().join("current");
-        let target = fs::read_link(&link).at(&link)?;
-        parse_gen(&target).ok_or_else(|| {
-            Error::invalid(
-                link.display().to_string(),
-                "current",
-                "not a generation link",
-            )
-        })
+        self.current_generation_dir().map(|(g, _)| g)
     }
 
-    /// Reads the current generation (no lock: generations are immutable).
-    pub fn snapshot(&self) -> Result<Snapshot> {
+    /// The current generation's number and directory, without reading any
+    /// stream's state (for a reader that needs one published file).
+    pub fn current_generation_dir(&self) -> Result<(u64, PathBuf)> {
         let link = self.meta_dir().join("current");
         let target = fs::read_link(&link).at(&link)?;
         let generation = parse_gen(&target).ok_or_else(|| {
@@ -182,7 +175,12 @@ impl Store {
                 "not a generation link",
             )
         })?;
-        let dir = self.meta_dir().join(&target);
+        Ok((generation, self.meta_dir().join(&target)))
+    }
+
+    /// Reads the current generation (no lock: generations are immutable).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let (generation, dir) = self.current_generation_dir()?;
         let mut streams = BTreeMap::new();
         for s in &self.config.streams {
             let p = dir.join(&s.name).join("state.json");
