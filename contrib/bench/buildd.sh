@@ -17,12 +17,15 @@ profile="${PROFILE:-release}"
 # MOUNTCTL=PATH: an already built mountctl (it only creates the stores).
 pkgs=(-p streamfs-buildd)
 [ -n "${MOUNTCTL:-}" ] || pkgs+=(-p mountctl)
-if [ "$profile" = release ]; then
+# BIN=DIR: use the binaries already built there (no cargo build).
+if [ -n "${BIN:-}" ]; then
+    :
+elif [ "$profile" = release ]; then
     cargo build --release -q "${pkgs[@]}"
 else
     cargo build -q "${pkgs[@]}"
 fi
-bin="$PWD/target/$profile"
+bin="${BIN:-$PWD/target/$profile}"
 mountctl="${MOUNTCTL:-$bin/mountctl}"
 n_latency="${N_LATENCY:-200}"
 n_jobs="${N_JOBS:-1000}"
