@@ -233,25 +233,25 @@ pub async fn cancel(
     _: Submitter,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
-    let b = app.db.get(id).await?.ok_or(ApiError::not_found(id))?;
-    if !app
-        .db
-        .set_state(
-            id,
-            &["queued", "running"],
-            "canceled",
-            Some("canceled by request"),
-        )
-        .await?
-    {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
+    app.db.get(id).await?.ok_or(ApiError::not_found(id))?;
+    if !app.db.cancel(id).await? {
+        let b = app.db.get(id).await?.ok_or(ApiError::not_found(id))?;
+        let why = if b.state == "running" {
+            format!(
+                "build {id} is committing its artifacts into stream {}: too late to cancel",
+                b.stream
+            )
+        } else {
             format!(
                 "build {id} is {}: only queued or running builds can be canceled",
                 b.state
-            ),
-        ));
+            )
+        };
+        return Err(ApiError(StatusCode::CONFLICT, why));
     }
+    // Blobs the worker uploaded for it are of no use now (an intake under
+    // way works on its own links to them and cleans up after itself).
+    crate::intake::remove_blobs(&app.settings.store, id);
     app.events.notify_waiters();
     Ok(Json(json!({"id": id, "state": "canceled"})))
 }

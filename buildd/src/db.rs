@@ -97,14 +97,23 @@ fn schema(backend: Backend) -> Vec<String> {
              state TEXT NOT NULL, stage TEXT, percent BIGINT NOT NULL DEFAULT 0, worker TEXT, \
              lease_until BIGINT NOT NULL DEFAULT 0, losses BIGINT NOT NULL DEFAULT 0, reason TEXT, \
              created BIGINT NOT NULL, started BIGINT, finished BIGINT, artifacts TEXT NOT NULL DEFAULT '[]', \
-             notified BIGINT NOT NULL DEFAULT 0)"
+             notified BIGINT NOT NULL DEFAULT 0, committing BIGINT NOT NULL DEFAULT 0)"
         ),
+        // Databases made before `committing` existed (the error when it
+        // does is ignored).
+        "ALTER TABLE builds ADD COLUMN committing BIGINT NOT NULL DEFAULT 0".into(),
         "CREATE INDEX IF NOT EXISTS builds_queue ON builds (state, arch, id)".into(),
         format!(
             "CREATE TABLE IF NOT EXISTS events (id {serial}, build_id BIGINT NOT NULL, kind TEXT NOT NULL, \
              data TEXT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS events_build ON events (build_id, id)".into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS outbox (id {serial}, build_id BIGINT NOT NULL, channel TEXT NOT NULL, \
+             attempts BIGINT NOT NULL DEFAULT 0, next_try BIGINT NOT NULL, claimed_until BIGINT NOT NULL DEFAULT 0, \
+             delivered BIGINT, last_error TEXT, UNIQUE (build_id, channel))"
+        ),
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered, next_try)".into(),
         "CREATE TABLE IF NOT EXISTS tokens (hash TEXT PRIMARY KEY, role TEXT NOT NULL, created BIGINT NOT NULL)"
             .into(),
         "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, arch TEXT NOT NULL, capacity BIGINT NOT NULL, \
@@ -167,6 +176,10 @@ impl Db {
             url: url.to_string(),
         };
         for stmt in schema(backend) {
+            if stmt.starts_with("ALTER TABLE") {
+                let _ = sqlx::query(&stmt).execute(&db.pool).await;
+                continue;
+            }
             if backend == Backend::Postgres {
                 // Two servers starting together may race on CREATE … IF NOT
                 // EXISTS (a unique violation on the catalog): the loser
@@ -321,10 +334,49 @@ impl Db {
         to: &str,
         reason: Option<&str>,
     ) -> Result<bool> {
+        self.set_state_where(id, from, to, reason, "").await
+    }
+
+    /// Cancels a queued or running build unless its artifacts are being
+    /// committed to the store (then the commit decides: too late).
+    pub async fn cancel(&self, id: i64) -> Result<bool> {
+        self.set_state_where(
+            id,
+            &["queued", "running"],
+            "canceled",
+            Some("canceled by request"),
+            " AND committing = 0",
+        )
+        .await
+    }
+
+    /// The point of no return of a build's intake: true when it is still
+    /// running for `worker` (not canceled, not re-queued), and from now on
+    /// it can no longer be canceled nor lose its lease.
+    pub async fn begin_commit(&self, id: i64, worker: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE builds SET committing = 1 WHERE id = $1 AND worker = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn set_state_where(
+        &self,
+        id: i64,
+        from: &[&str],
+        to: &str,
+        reason: Option<&str>,
+        extra: &str,
+    ) -> Result<bool> {
         let finished = TERMINAL.contains(&to).then(now_ms);
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 4)).collect();
         let sql = format!(
-            "UPDATE builds SET state = $1, reason = $2, finished = $3 WHERE id = ${} AND state IN ({})",
+            "UPDATE builds SET state = $1, reason = $2, finished = $3 WHERE id = ${} AND state IN ({}){extra}",
             from.len() + 4,
             placeholders.join(", ")
         );
@@ -498,7 +550,8 @@ impl Db {
         let failed = sqlx::query(
             "UPDATE builds SET state = 'failed', losses = losses + 1, finished = $1, \
              reason = 'lost its worker ' || CAST(losses + 1 AS TEXT) || ' times' \
-             WHERE state = 'running' AND lease_until < $1 AND losses + 1 >= $2 RETURNING id, reason",
+             WHERE state = 'running' AND committing = 0 AND lease_until < $1 AND losses + 1 >= $2 \
+             RETURNING id, reason",
         )
         .bind(now)
         .bind(max_losses)
@@ -515,7 +568,7 @@ impl Db {
         }
         let requeued = sqlx::query(
             "UPDATE builds SET state = 'queued', losses = losses + 1, worker = NULL, stage = NULL, percent = 0 \
-             WHERE state = 'running' AND lease_until < $1 RETURNING id, arch, losses",
+             WHERE state = 'running' AND committing = 0 AND lease_until < $1 RETURNING id, arch, losses",
         )
         .bind(now)
         .fetch_all(&self.pool)
@@ -534,23 +587,5 @@ impl Db {
             arches.push(arch);
         }
         Ok(arches)
-    }
-
-    /// Terminal builds whose notifications were not sent yet, each taken by
-    /// one server only.
-    pub async fn take_unnotified(&self) -> Result<Vec<Build>> {
-        let rows = sqlx::query(
-            "UPDATE builds SET notified = 1 WHERE notified = 0 AND state IN ('succeeded', 'failed', 'canceled') \
-             RETURNING id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            if let Some(b) = self.get(r.try_get("id")?).await? {
-                out.push(b);
-            }
-        }
-        Ok(out)
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use streamfs_core::ops::insert::{InsertOptions, insert as store_insert};
+use streamfs_core::ops::insert::{InsertOptions, insert_source};
 use streamfs_core::relpath::RelPath;
 use streamfs_core::store::Store;
 use streamfs_core::store::pool::{Pool, valid_sha};
@@ -135,13 +135,17 @@ impl Drop for Upload {
 }
 
 /// Assembles the output tree and inserts it into `stream`; returns the
-/// versions added (`product version`).
+/// versions added (`product version`). Everything is staged and checked
+/// first; `may_commit` is asked last (with the store locked): when it says
+/// no (the build was canceled meanwhile) the blobs this insert put into the
+/// pool are removed and nothing is committed: `Ok(None)`.
 pub fn insert(
     store_dir: &Path,
     id: i64,
     stream: &str,
     files: &[FileEntry],
-) -> std::result::Result<Vec<String>, String> {
+    may_commit: &mut dyn FnMut() -> bool,
+) -> std::result::Result<Option<Vec<String>>, String> {
     let out = job_dir(store_dir, id).join("out");
     let _ = fs::remove_dir_all(&out);
     let pool = Pool::new(store_dir);
@@ -167,10 +171,24 @@ pub fn insert(
             .map_err(|e| format!("{}: {e}", dest.display()))?;
     }
     let store = Store::open(store_dir).map_err(|e| e.to_string())?;
-    let report = store_insert(
-        &store,
+    let cfg = store
+        .config()
+        .stream(stream)
+        .map_err(|e| e.to_string())?
+        .clone();
+    let source = streamfs_core::ops::source::load(&out, &cfg).map_err(|e| e.to_string())?;
+    let mut txn = store.begin().map_err(|e| e.to_string())?;
+    // Under the store's lock: the blobs not in the pool yet are this
+    // insert's to take back.
+    let new: Vec<&str> = files
+        .iter()
+        .map(|f| f.sha256.as_str())
+        .filter(|s| !pool.contains(s))
+        .collect();
+    let mut report = insert_source(
+        &mut txn,
         stream,
-        &out,
+        &source,
         InsertOptions {
             dry_run: false,
             filters: &[],
@@ -189,7 +207,21 @@ pub fn insert(
                 .join(", ")
         ));
     }
-    Ok(report.added.iter().map(ToString::to_string).collect())
+    if !may_commit() {
+        for sha in new {
+            let _ = pool.remove(sha);
+        }
+        return Ok(None);
+    }
+    report.commit = Some(txn.commit().map_err(|e| e.to_string())?);
+    Ok(Some(report.added.iter().map(ToString::to_string).collect()))
+}
+
+/// The blobs uploaded for a build, and its directory when nothing else is
+/// left in it.
+pub fn remove_blobs(store: &Path, id: i64) {
+    let _ = fs::remove_dir_all(job_dir(store, id).join("blobs"));
+    let _ = fs::remove_dir(job_dir(store, id));
 }
 
 pub fn remove_job_dir(store: &Path, id: i64) {

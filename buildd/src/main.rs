@@ -11,6 +11,7 @@ mod api;
 mod db;
 mod intake;
 mod notify;
+mod outbox;
 mod server;
 mod web;
 mod worker;

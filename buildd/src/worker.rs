@@ -181,25 +181,63 @@ fn stop(running: &Running, id: i64) {
     }
 }
 
-/// `[N/M] stage` (one line per step of `mountctl build`) or `NN% stage`.
-pub fn parse_progress(line: &str) -> Option<(String, i64)> {
-    let line = line.trim();
-    if let Some(rest) = line.strip_prefix('[')
-        && let Some((frac, stage)) = rest.split_once(']')
-        && let Some((n, m)) = frac.split_once('/')
-        && let (Ok(n), Ok(m)) = (n.trim().parse::<i64>(), m.trim().parse::<i64>())
-        && m > 0
-        && (0..=m).contains(&n)
-    {
-        return Some((stage.trim().to_string(), n * 100 / m));
+/// What a stage line of `mountctl build` (its stderr) says:
+/// `stage NAME started`, `stage NAME N%`, `stage NAME done in Xs` or
+/// `stage NAME failed in Xs: REASON`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StageLine {
+    Started(String),
+    Percent(String, i64),
+    Done(String),
+    Failed(String, String),
+}
+
+pub fn parse_stage(line: &str) -> Option<StageLine> {
+    let (name, rest) = line.trim_end().strip_prefix("stage ")?.split_once(' ')?;
+    let name = name.to_string();
+    let secs = |t: &str| {
+        t.strip_suffix('s')
+            .is_some_and(|n| n.parse::<f64>().is_ok())
+    };
+    if rest == "started" {
+        Some(StageLine::Started(name))
+    } else if let Some(p) = rest.strip_suffix('%') {
+        let p = p.parse::<i64>().ok().filter(|p| (0..=100).contains(p))?;
+        Some(StageLine::Percent(name, p))
+    } else if let Some(t) = rest.strip_prefix("done in ") {
+        secs(t).then_some(StageLine::Done(name))
+    } else if let Some(t) = rest.strip_prefix("failed in ") {
+        let (t, reason) = t.split_once(": ")?;
+        secs(t).then(|| StageLine::Failed(name, reason.to_string()))
+    } else {
+        None
     }
-    let (pct, stage) = line.split_once('%')?;
-    let p = pct
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|p| (0..=100).contains(p))?;
-    Some((stage.trim().to_string(), p))
+}
+
+/// `mountctl build`'s stages in order, with their share of the whole build
+/// (the builder is nearly all of it), so one progress bar rises across
+/// them. A stage not listed here shows its name without moving the bar.
+const STAGE_SHARES: [(&str, i64); 3] = [("builder", 90), ("publish", 5), ("metadata", 5)];
+
+fn overall(stage: &str, within: i64) -> Option<i64> {
+    let mut before = 0;
+    for (name, share) in STAGE_SHARES {
+        if name == stage {
+            return Some(before + share * within / 100);
+        }
+        before += share;
+    }
+    None
+}
+
+/// The stage and whole-build percent a stage line reports.
+pub fn progress_of(line: &StageLine) -> (String, Option<i64>) {
+    match line {
+        StageLine::Started(n) => (n.clone(), overall(n, 0)),
+        StageLine::Percent(n, p) => (n.clone(), overall(n, *p)),
+        StageLine::Done(n) => (n.clone(), overall(n, 100)),
+        StageLine::Failed(n, _) => (format!("{n} failed"), None),
+    }
 }
 
 async fn run_build(
@@ -212,6 +250,7 @@ async fn run_build(
     let s = |k: &str| job[k].as_str().unwrap_or_default().to_string();
     let dir = opts.work_dir.join(format!("build-{id}"));
     let out = dir.join("out");
+    let logs = dir.join("logs");
     let _ = tokio::fs::remove_dir_all(&dir).await;
     tokio::fs::create_dir_all(&dir).await?;
     let mut cmd = tokio::process::Command::new(&opts.build_cmd[0]);
@@ -222,6 +261,9 @@ async fn run_build(
     cmd.args([s("arch"), s("release"), s("version"), s("source")])
         .arg(&out)
         .current_dir(&dir)
+        // `mountctl build` keeps the builder's own output there; it joins
+        // the build's log when the build ends.
+        .env("STREAMFS_BUILD_LOG_DIR", &logs)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -270,15 +312,29 @@ async fn run_build(
     let mut lost = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut pending: Vec<String> = Vec::new();
-    let mut stage: Option<(String, i64)> = None;
+    let mut stage: Option<(String, Option<i64>)> = None;
+    let mut failed_stage: Option<(String, String)> = None;
+    let mut last_line = String::new();
     let mut open = true;
     while open || !pending.is_empty() {
         tokio::select! {
             l = rx.recv(), if open => match l {
                 Some(l) => {
-                    if let Some(p) = parse_progress(&l) { stage = Some(p); }
+                    let parsed = parse_stage(&l);
+                    if !l.trim().is_empty() {
+                        last_line.clone_from(&l);
+                    }
+                    if let Some(StageLine::Failed(n, r)) = &parsed {
+                        failed_stage = Some((n.clone(), r.clone()));
+                    }
                     pending.push(l);
-                    if pending.len() < 200 { continue; }
+                    // A stage line goes out at once (there are few), so
+                    // every step shows; log lines go in batches.
+                    match parsed {
+                        Some(p) => stage = Some(progress_of(&p)),
+                        None if pending.len() < 200 => continue,
+                        None => {}
+                    }
                 }
                 None => open = false,
             },
@@ -287,10 +343,11 @@ async fn run_build(
         if pending.is_empty() && stage.is_none() {
             continue;
         }
+        let (st, pct) = stage.take().unzip();
         let body = json!({
             "lines": std::mem::take(&mut pending),
-            "stage": stage.as_ref().map(|s| &s.0),
-            "percent": stage.take().map(|s| s.1),
+            "stage": st,
+            "percent": pct.flatten(),
         });
         match client
             .post(&format!("/api/worker/jobs/{id}/progress"), &body)
@@ -318,9 +375,18 @@ async fn run_build(
     if let Some(p) = pgid {
         kill_group(p);
     }
+    if send_builder_logs(client, id, &logs).await? {
+        return Ok(());
+    }
     let finish = format!("/api/worker/jobs/{id}/finish");
     if !status.success() {
-        let reason = format!("{} exited with {status}", opts.build_cmd.join(" "));
+        let exited = format!("{} exited with {status}", opts.build_cmd.join(" "));
+        let reason = match failed_stage {
+            Some((stage, why)) => format!("stage {stage} failed: {why} ({exited})"),
+            None if last_line.is_empty() => exited,
+            // The builder's own last word (e.g. `mountctl: error: …`).
+            None => format!("{exited}: {last_line}"),
+        };
         return fail(client, &finish, &reason).await;
     }
     let files = match scan(&out).await {
@@ -377,6 +443,34 @@ async fn run_build(
     )
     .await?;
     Ok(())
+}
+
+/// Sends the lines of the builder logs `mountctl build` left in `logs` to
+/// the build's log; true when the build is no longer ours.
+async fn send_builder_logs(client: &Client, id: i64, logs: &Path) -> Result<bool> {
+    let Ok(mut rd) = tokio::fs::read_dir(logs).await else {
+        return Ok(false);
+    };
+    let mut files = Vec::new();
+    while let Some(e) = rd.next_entry().await? {
+        files.push(e.path());
+    }
+    files.sort();
+    for f in files {
+        let text = tokio::fs::read(&f).await?;
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        for chunk in lines.chunks(1000) {
+            let body = json!({"lines": chunk});
+            if post_retrying(client, &format!("/api/worker/jobs/{id}/progress"), &body)
+                .await?
+                .is_none()
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Finishes a build as failed with `reason`.
@@ -446,19 +540,45 @@ async fn scan(out: &Path) -> Result<Vec<FileEntry>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_progress;
+    use super::{StageLine, parse_stage, progress_of};
 
+    /// The lines `mountctl build` prints (build/src/stage.rs).
     #[test]
-    fn progress_lines() {
+    fn stage_lines() {
+        let p = |l: &str| parse_stage(l).map(|s| progress_of(&s));
         assert_eq!(
-            parse_progress("[2/4] unpacking root"),
-            Some(("unpacking root".into(), 50))
+            p("stage builder started"),
+            Some(("builder".into(), Some(0)))
+        );
+        assert_eq!(p("stage builder 50%"), Some(("builder".into(), Some(45))));
+        assert_eq!(
+            p("stage builder done in 12.30s"),
+            Some(("builder".into(), Some(90)))
         );
         assert_eq!(
-            parse_progress("75% squashfs"),
-            Some(("squashfs".into(), 75))
+            p("stage publish started"),
+            Some(("publish".into(), Some(90)))
         );
-        assert_eq!(parse_progress("[5/4] nonsense"), None);
-        assert_eq!(parse_progress("plain log line"), None);
+        assert_eq!(
+            p("stage metadata done in 0.00s"),
+            Some(("metadata".into(), Some(100)))
+        );
+        assert_eq!(p("stage squash 40%"), Some(("squash".into(), None)));
+        assert_eq!(
+            parse_stage(
+                "stage builder failed in 0.40s: builder: exit status: 3; last log lines: x"
+            ),
+            Some(StageLine::Failed(
+                "builder".into(),
+                "builder: exit status: 3; last log lines: x".into()
+            ))
+        );
+        assert_eq!(p("stage builder 101%"), None);
+        assert_eq!(p("stage builder done"), None);
+        assert_eq!(
+            p("all 14 outputs exist in out: not running the builder"),
+            None
+        );
+        assert_eq!(p("log line 1"), None);
     }
 }

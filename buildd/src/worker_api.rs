@@ -274,27 +274,54 @@ pub async fn finish(
         "succeeded" => {
             intake::check_files(&b.files).map_err(ApiError::bad)?;
             let build = app.db.get(id).await?.ok_or(ApiError::not_found(id))?;
+            app.db.progress(id, Some("intake"), None).await?;
+            app.events.notify_waiters();
             let store = app.settings.store.clone();
             let files = b.files.clone();
+            let (db, who, rt) = (
+                app.db.clone(),
+                worker.clone(),
+                tokio::runtime::Handle::current(),
+            );
             let inserted = tokio::task::spawn_blocking(move || {
-                intake::insert(&store, id, &build.stream, &files)
+                // Asked with the store locked, after everything was staged:
+                // a cancel that came first wins and nothing lands.
+                let mut may_commit = || match rt.block_on(db.begin_commit(id, &who)) {
+                    Ok(yes) => yes,
+                    Err(e) => {
+                        tracing::warn!("build {id}: {e:#}");
+                        false
+                    }
+                };
+                intake::insert(&store, id, &build.stream, &files, &mut may_commit)
             })
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
             match inserted {
-                Ok(versions) => {
+                Ok(Some(versions)) => {
                     let artifacts = json!({"files": b.files, "versions": versions});
-                    if !app.db.succeed(id, &worker, &artifacts).await? {
-                        // Canceled meanwhile: the insert already happened.
-                        tracing::warn!("build {id} ended while its artifacts were inserted");
-                    }
+                    app.db.succeed(id, &worker, &artifacts).await?;
                     json!({"state": "succeeded"})
+                }
+                Ok(None) => {
+                    intake::remove_job_dir(&app.settings.store, id);
+                    tracing::info!("build {id}: canceled during its intake; nothing inserted");
+                    app.events.notify_waiters();
+                    return Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!("build {id} was canceled during its intake: nothing was inserted"),
+                    ));
                 }
                 Err(reason) => {
                     let reason = format!("inserting the artifacts: {reason}");
-                    app.db
+                    if !app
+                        .db
                         .set_state(id, &["running"], "failed", Some(&reason))
-                        .await?;
+                        .await?
+                    {
+                        intake::remove_job_dir(&app.settings.store, id);
+                        tracing::info!("build {id}: canceled during its intake; {reason}");
+                    }
                     json!({"state": "failed", "reason": reason})
                 }
             }

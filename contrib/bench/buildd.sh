@@ -8,17 +8,25 @@
 #
 #   contrib/bench/buildd.sh [WORKDIR]        # as root (PostgreSQL runs as postgres)
 #   PROFILE=debug contrib/bench/buildd.sh    # skip the release build
+#   MOUNTCTL=target/debug/mountctl contrib/bench/buildd.sh   # build only the server
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-$(mktemp -d /var/tmp/streamfs-bench-buildd.XXXXXX)}"
 chmod 755 "$work"
 profile="${PROFILE:-release}"
-if [ "$profile" = release ]; then
-    cargo build --release -q -p streamfs-buildd -p mountctl
+# MOUNTCTL=PATH: an already built mountctl (it only creates the stores).
+pkgs=(-p streamfs-buildd)
+[ -n "${MOUNTCTL:-}" ] || pkgs+=(-p mountctl)
+# BIN=DIR: use the binaries already built there (no cargo build).
+if [ -n "${BIN:-}" ]; then
+    :
+elif [ "$profile" = release ]; then
+    cargo build --release -q "${pkgs[@]}"
 else
-    cargo build -q -p streamfs-buildd -p mountctl
+    cargo build -q "${pkgs[@]}"
 fi
-bin="$PWD/target/$profile"
+bin="${BIN:-$PWD/target/$profile}"
+mountctl="${MOUNTCTL:-$bin/mountctl}"
 n_latency="${N_LATENCY:-200}"
 n_jobs="${N_JOBS:-1000}"
 n_list="${N_LIST:-10000}"
@@ -47,7 +55,7 @@ run_db() {
     local name=$1 db=$2
     local store="$work/$name/store"
     mkdir -p "$work/$name"
-    "$bin/mountctl" --store "$store" init >/dev/null
+    "$mountctl" --store "$store" init >/dev/null
     [ "$db" = default ] && db="sqlite:$store/builds.db"
     "$bin/streamfs-buildd" token create --store "$store" --db "$db" --role submit > "$work/$name/submit"
     "$bin/streamfs-buildd" token create --store "$store" --db "$db" --role worker > "$work/$name/worker"

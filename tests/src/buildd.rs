@@ -16,36 +16,60 @@ use crate::serve::free_port;
 use crate::store::{SCENARIO_CONFIG, TestStore};
 use crate::{missing, workspace_bin};
 
-/// A builder with `mountctl build`'s command line (`ARCH RELEASE VERSION
-/// SOURCE OUT`): prints `[N/5] step` progress on stderr and log lines on
-/// stdout, leaves a child in its process group (to prove a cancel kills the
-/// group), then writes the util-scenario build of 20250101 renamed to
-/// VERSION and ARCH. SOURCE picks the behaviour: `ok`, `slow` (1 s a step),
-/// `slow:S`, `noop` (no pauses), `fail`, `quickfail` (fails without pauses).
-/// Each run appends its VERSION to `runs` in the test's directory.
+/// The builder for the tests that need a slow, failing, large or counted
+/// build (kill -9 mid-build, lost workers, cancel, cancel during intake, 200
+/// builds each run once); every other test runs `mountctl build --builder
+/// fake`. It has `mountctl build`'s command line (`ARCH RELEASE VERSION
+/// SOURCE OUT`) and its stage lines on stderr, prints log lines on stdout,
+/// leaves a child in its process group (to prove a cancel kills the group),
+/// then writes the util-scenario build of 20250101 renamed to VERSION and
+/// ARCH. SOURCE picks the behaviour: `ok`, `slow` (1 s a step), `slow:S`,
+/// `big` (its squashfs is 512 MiB, so the server's intake takes a while),
+/// `quickfail` (fails without pauses). Each
+/// run appends its VERSION to `runs` in the test's directory.
 const TEST_BUILDER: &str = r#"#!/bin/sh
 set -eu
 arch=$1 release=$2 version=$3 source=$4 out=$5
 step=0.1
-case "$source" in slow) step=1 ;; slow:*) step=${source#slow:} ;; noop|quickfail) step=0 ;; esac
+case "$source" in slow) step=1 ;; slow:*) step=${source#slow:} ;; big|quickfail) step=0 ;; esac
 echo "$version" >> "$BUILDD_TEST_DIR/runs"
 echo "$$" >> "$BUILDD_TEST_DIR/pids"
 sleep 1000 >/dev/null 2>&1 &
 echo "$!" >> "$BUILDD_TEST_DIR/pids"
 echo "$!" > "$BUILDD_TEST_DIR/child-$version"
+echo "stage builder started" >&2
 for i in 1 2 3 4; do
-    echo "[$i/5] step $i of $release $version" >&2
+    echo "stage builder $((i * 20))%" >&2
     echo "log line $i"
     [ "$step" = 0 ] || sleep "$step"
 done
-if [ "$source" = fail ] || [ "$source" = quickfail ]; then echo "failing on purpose" >&2; exit 3; fi
+if [ "$source" = quickfail ]; then
+    echo "stage builder failed in 0.00s: failing on purpose" >&2
+    exit 3
+fi
 mkdir -p "$out/$release/$arch/$version" "$out/streams/v1"
 cp -r "$BUILDD_TEST_FIXTURE/noble/amd64/20250101/." "$out/$release/$arch/$version/"
 for f in "$BUILDD_TEST_FIXTURE"/streams/v1/*.json; do
     sed "s/20250101/$version/g; s/amd64/$arch/g" "$f" > "$out/streams/v1/$(basename "$f")"
 done
-echo "[5/5] built $version" >&2
+if [ "$source" = big ]; then
+    sq="$out/$release/$arch/$version/squashfs"
+    yes squashfs | head -c 536870912 > "$sq"
+    sha=$(sha256sum "$sq" | cut -d' ' -f1)
+    sed -i "s/5c88b2977d0b5eedce2477ac74bcacc12c4e56ad4edf254bb3f61b870ad71e57/$sha/; s/\"size\": 36\$/\"size\": 536870912/" "$out"/streams/v1/*.json
+fi
+echo "stage builder done in 0.40s" >&2
 "#;
+
+/// What a worker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builder {
+    /// `mountctl build --builder fake` with meph2's v3 config from the
+    /// fixtures: the real build command and stage lines, fake images.
+    Fake,
+    /// [`TEST_BUILDER`]: slow, failing, large or counted builds.
+    Test,
+}
 
 /// The `streamfs-buildd` binary ([`workspace_bin`]).
 pub fn buildd_bin() -> PathBuf {
@@ -184,6 +208,19 @@ impl Server {
     pub fn stop(&mut self) {
         crate::serve::stop(&mut self.child);
     }
+    /// Waits until the server's log contains `text` (panics after `secs`).
+    pub fn wait_log(&self, text: &str, secs: u64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "{what}: {}", self.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// A server crash: SIGKILL, nothing flushed or finished.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
@@ -220,6 +257,7 @@ pub struct Service {
     dir: PathBuf,
     builder: PathBuf,
     fixture: PathBuf,
+    meph2_config: PathBuf,
     pub lease: f64,
     pub extra_args: Vec<String>,
 }
@@ -229,6 +267,7 @@ impl Service {
     /// PostgreSQL URL, or `None` for the default SQLite file in the store.
     pub fn new(db: Option<String>) -> Option<Service> {
         let fixture = build_dir("20250101")?;
+        let meph2_config = crate::fixtures_dir()?.join("maas-images/upstream/conf/meph-v3.yaml");
         let store = TestStore::init(Some(SCENARIO_CONFIG));
         let dir = store.tmp.path().to_path_buf();
         let builder = dir.join("test-builder");
@@ -243,6 +282,7 @@ impl Service {
             dir,
             builder,
             fixture,
+            meph2_config,
             lease: 2.0,
             extra_args: Vec::new(),
         };
@@ -316,8 +356,18 @@ impl Service {
         self.serve_on(None)
     }
 
-    /// Starts a worker of `arch` named `id` against `server`.
+    /// Starts a worker of `arch` named `id` against `server`, running
+    /// `mountctl build --builder fake`.
     pub fn worker(&self, server: &Server, arch: &str, id: &str) -> Worker {
+        self.worker_with(server, arch, id, Builder::Fake)
+    }
+
+    /// Starts a worker running `builder`.
+    pub fn worker_with(&self, server: &Server, arch: &str, id: &str, builder: Builder) -> Worker {
+        let build_cmd = match builder {
+            Builder::Fake => format!("{} build --builder fake", crate::mountctl_bin().display()),
+            Builder::Test => self.builder.display().to_string(),
+        };
         let work = self.dir.join(format!("work-{id}"));
         let log = self.dir.join(format!("worker-{id}.log"));
         let child = Command::new(buildd_bin())
@@ -333,11 +383,12 @@ impl Service {
             .arg("--token-file")
             .arg(&self.worker_token)
             .arg("--build-cmd")
-            .arg(&self.builder)
+            .arg(build_cmd)
             .arg("--work-dir")
             .arg(&work)
             .env("BUILDD_TEST_DIR", &self.dir)
             .env("BUILDD_TEST_FIXTURE", &self.fixture)
+            .env("STREAMFS_MEPH2_CONFIG", &self.meph2_config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("worker log"))
@@ -360,8 +411,21 @@ impl Service {
         self.store.mountctl(&all)
     }
 
-    /// Submits through `mountctl builds submit`; the new build's id.
+    /// Submits a noble build through `mountctl builds submit`; the new
+    /// build's id.
     pub fn submit(&self, server: &Server, arch: &str, version: &str, source: &str) -> i64 {
+        self.submit_release(server, arch, "noble", version, source)
+    }
+
+    /// Submits a build of `release`.
+    pub fn submit_release(
+        &self,
+        server: &Server,
+        arch: &str,
+        release: &str,
+        version: &str,
+        source: &str,
+    ) -> i64 {
         let out = self.builds(
             server,
             &[
@@ -369,7 +433,7 @@ impl Service {
                 "--arch",
                 arch,
                 "--release",
-                "noble",
+                release,
                 "--version-name",
                 version,
                 "--source",

@@ -1,13 +1,24 @@
 //! The build service's behaviour suite, run on SQLite (the default, a file
 //! in the store) and on a real PostgreSQL cluster the test starts: submit
 //! and watch with `curl -N`, the artifacts in the store, a worker killed
-//! with SIGKILL mid-build, cancel reaching the builder's process group,
-//! per-arch routing, a server restart mid-queue, bad tokens and bodies.
+//! with SIGKILL mid-build, a build losing its worker N times, cancel
+//! reaching the builder's process group, per-arch routing, a server restart
+//! mid-queue, bad tokens and bodies, webhooks surviving a server crash.
+//! Workers run `mountctl build --builder fake` except where a test needs a
+//! slow, failing, large or counted build (the test builder, named there).
+//!
+//! Not here yet: the issue's one real (cached) build from the build issue's
+//! Debian root. It needs the real builder behind `mountctl build`, which
+//! does not exist yet (only `--builder fake` does); it belongs here once it
+//! does, with its root cached under ~/.cache/streamfs keyed by its inputs.
+
+/// The source image of the fake builds (the fake builder does not read it).
+const SOURCE: &str = "/srv/images/noble-server-cloudimg.squashfs";
 
 use std::time::Duration;
 
 use serde_json::Value;
-use streamfs_tests::buildd::{Postgres, Service, alive, curl, wait_build};
+use streamfs_tests::buildd::{Builder, Postgres, Service, alive, curl, wait_build};
 use streamfs_tests::store::flat_items;
 
 /// Whether the stream `candidate` of the service's store lists `version`.
@@ -37,9 +48,7 @@ fn token(path: &std::path::Path) -> String {
 fn submit_and_watch(s: &Service) {
     let server = s.serve();
     let _w = s.worker(&server, "amd64", "w-amd64");
-    // Half a second a step: the worker reports progress at most four times
-    // a second (the latest stage of each quarter), so each step shows.
-    let id = s.submit(&server, "amd64", "20250201", "slow:0.5");
+    let id = s.submit(&server, "amd64", "20250201", SOURCE);
     let out = std::process::Command::new("curl")
         .args(["-sS", "-N", "--max-time", "60", "-H"])
         .arg(format!("Authorization: Bearer {}", token(&s.submit_token)))
@@ -58,10 +67,19 @@ fn submit_and_watch(s: &Service) {
         percents.windows(2).all(|w| w[0] <= w[1]),
         "progress not rising: {percents:?}"
     );
+    // `mountctl build`'s stages, each shown, and the builder's own log.
+    for stage in ["builder", "publish", "metadata"] {
+        assert!(
+            text.contains(&format!(r#""stage":"{stage}""#)),
+            "no progress of stage {stage}: {text}"
+        );
+    }
+    assert_eq!(percents.last(), Some(&100), "{text}");
     assert!(
-        text.contains("event: log") && text.contains("log line 4"),
+        text.contains("event: log") && text.contains("stage metadata done in"),
         "no log lines: {text}"
     );
+    assert!(text.contains("fake-builder"), "no builder log: {text}");
     let last_state = text
         .lines()
         .rfind(|l| l.starts_with("data: {") && l.contains("\"state\""))
@@ -89,7 +107,7 @@ fn submit_and_watch(s: &Service) {
     let logs = s.builds(&server, &["logs", &id.to_string()]);
     assert_eq!(logs.code, Some(0));
     assert!(
-        logs.stdout_text().contains("log line 1"),
+        logs.stdout_text().contains("stage builder started"),
         "{}",
         logs.stdout_text()
     );
@@ -232,23 +250,48 @@ fn bad_requests(s: &Service) {
 /// re-queued and another worker finishes it.
 fn worker_killed(s: &Service) {
     let server = s.serve();
-    let mut a = s.worker(&server, "amd64", "doomed");
+    // The test builder: slow enough to be killed mid-build.
+    let mut a = s.worker_with(&server, "amd64", "doomed", Builder::Test);
     let id = s.submit(&server, "amd64", "20250202", "slow");
     wait_build(s, &server, id, 30, "running on doomed", |b| {
         b["state"] == "running" && b["worker"] == "doomed"
     });
     a.kill9();
-    let _b = s.worker(&server, "amd64", "rescuer");
+    let _b = s.worker_with(&server, "amd64", "rescuer", Builder::Test);
     let b = wait_build(s, &server, id, 60, "succeeded", state_is("succeeded"));
     assert_eq!(b["worker"], "rescuer");
     assert_eq!(b["losses"], 1);
+}
+
+/// A build whose worker dies each time it runs it fails after
+/// `--max-losses` times, with that reason.
+fn lost_workers(s: &mut Service) {
+    s.lease = 1.0;
+    s.extra_args = vec!["--max-losses".into(), "2".into()];
+    let server = s.serve();
+    // The test builder: slow, so each worker dies mid-build.
+    let id = s.submit(&server, "amd64", "20250204", "slow:5");
+    for n in 1..=2 {
+        let name = format!("doomed{n}");
+        let mut w = s.worker_with(&server, "amd64", &name, Builder::Test);
+        wait_build(s, &server, id, 30, "running on its worker", |b| {
+            b["state"] == "running" && b["worker"] == name.as_str()
+        });
+        w.kill9();
+    }
+    let b = wait_build(s, &server, id, 30, "failed", state_is("failed"));
+    assert_eq!(b["reason"], "lost its worker 2 times", "{b}");
+    assert_eq!(b["losses"], 2, "{b}");
+    assert!(!has_version(s, "20250204"));
+    s.extra_args.clear();
 }
 
 /// Cancel reaches the worker: the builder's process group is killed and
 /// nothing reaches the store.
 fn cancel(s: &Service) {
     let server = s.serve();
-    let _w = s.worker(&server, "amd64", "w1");
+    // The test builder: slow, and it leaves a child in its process group.
+    let _w = s.worker_with(&server, "amd64", "w1", Builder::Test);
     let id = s.submit(&server, "amd64", "20250203", "slow:30");
     wait_build(s, &server, id, 30, "running", |b| {
         b["state"] == "running" && b["percent"].as_i64() > Some(0)
@@ -290,7 +333,7 @@ fn arch_routing(s: &Service) {
         .map(|i| {
             let arch = if i % 2 == 0 { "amd64" } else { "arm64" };
             (
-                s.submit(&server, arch, &format!("2025030{i}"), "noop"),
+                s.submit(&server, arch, &format!("2025030{i}"), SOURCE),
                 arch,
             )
         })
@@ -313,7 +356,7 @@ fn restart(s: &Service) {
     let mut server = s.serve();
     let port = server.port;
     let ids: Vec<i64> = (0..3)
-        .map(|i| s.submit(&server, "amd64", &format!("2025040{i}"), "noop"))
+        .map(|i| s.submit(&server, "amd64", &format!("2025040{i}"), SOURCE))
         .collect();
     server.stop();
     let server = s.serve_on(Some(port));
@@ -327,14 +370,16 @@ fn restart(s: &Service) {
 type Case = (&'static str, fn(&mut Service));
 
 fn suite(db: impl Fn() -> Option<String>) {
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
         ("submit and watch", |s| submit_and_watch(s)),
         ("bad requests", |s| bad_requests(s)),
         ("worker killed", |s| worker_killed(s)),
+        ("lost its worker N times", lost_workers),
         ("cancel", |s| cancel(s)),
         ("arch routing", |s| arch_routing(s)),
         ("restart", |s| restart(s)),
         ("webhook", webhook),
+        ("webhook outbox across a crash", webhook_outbox),
     ];
     for (name, case) in cases {
         let Some(mut s) = Service::new(db()) else {
@@ -375,8 +420,9 @@ fn many_builds_two_servers_on_postgres() {
         let (code, text) = curl(Some(&t), "POST", &url, Some(&body));
         assert_eq!(code, 201, "{text}");
     }
+    // The test builder: it records each run, and fails at once.
     let _workers: Vec<_> = (0..4)
-        .map(|i| s.worker(&servers[i % 2], "amd64", &format!("many{i}")))
+        .map(|i| s.worker_with(&servers[i % 2], "amd64", &format!("many{i}"), Builder::Test))
         .collect();
     let list = format!("{}/api/v1/builds?arch=amd64", servers[0].url());
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
@@ -432,8 +478,17 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
 /// A webhook receiver on 127.0.0.1: records each request's signature
 /// header and body, answers 200.
 fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    webhook_receiver_on(0, 0)
+}
+
+/// A webhook receiver on `port` (0: any) answering 503 to the first
+/// `refuse` requests (which are recorded too), 200 to the others.
+fn webhook_receiver_on(
+    port: u16,
+    mut refuse: usize,
+) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -454,8 +509,16 @@ fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            let _ = (&conn)
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let status = if refuse > 0 {
+                refuse -= 1;
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = (&conn).write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
             if tx.send((sig, body)).is_err() {
                 break;
             }
@@ -464,23 +527,29 @@ fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     (port, rx)
 }
 
-/// Each terminal state (succeeded, failed, canceled) reaches the webhook
-/// once, signed with the shared secret.
-fn webhook(s: &mut Service) {
-    let (port, rx) = webhook_receiver();
+/// Servers started from now on POST to a webhook on `port` signed with `key`.
+fn use_webhook(s: &mut Service, port: u16, key: &str) {
     let secret = s.dir().join("hook.secret");
-    std::fs::write(&secret, "s3cret-hook-key\n").expect("write secret");
+    std::fs::write(&secret, key).expect("write secret");
     s.extra_args = vec![
         "--webhook".into(),
         format!("http://127.0.0.1:{port}/hook"),
         "--webhook-secret-file".into(),
         secret.display().to_string(),
     ];
+}
+
+/// Each terminal state (succeeded, failed, canceled) reaches the webhook
+/// once, signed with the shared secret.
+fn webhook(s: &mut Service) {
+    let (port, rx) = webhook_receiver();
+    use_webhook(s, port, "s3cret-hook-key\n");
     let server = s.serve();
     let _w = s.worker(&server, "amd64", "hooked");
-    let ok = s.submit(&server, "amd64", "20250501", "ok");
-    let bad = s.submit(&server, "amd64", "20250502", "fail");
-    let gone = s.submit(&server, "arm64", "20250503", "ok");
+    let ok = s.submit(&server, "amd64", "20250501", SOURCE);
+    // `mountctl build` refuses a release meph2's config lacks.
+    let bad = s.submit_release(&server, "amd64", "nosuch", "20250502", SOURCE);
+    let gone = s.submit(&server, "arm64", "20250503", SOURCE);
     assert_eq!(
         s.builds(&server, &["cancel", &gone.to_string()]).code,
         Some(0)
@@ -507,6 +576,48 @@ fn webhook(s: &mut Service) {
     assert_eq!(seen[&ok], "succeeded");
     assert_eq!(seen[&bad], "failed");
     assert_eq!(seen[&gone], "canceled");
+    let failed = wait_build(s, &server, bad, 5, "failed", state_is("failed"));
+    assert!(
+        failed["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("release 'nosuch' is not in")),
+        "{failed}"
+    );
+    s.extra_args.clear();
+}
+
+/// A webhook that cannot be delivered (nothing listens, then a 503) is
+/// kept in the outbox across a server killed with SIGKILL and delivered
+/// once the receiver accepts it.
+fn webhook_outbox(s: &mut Service) {
+    let port = streamfs_tests::serve::free_port();
+    use_webhook(s, port, "outbox-key");
+    let mut server = s.serve();
+    let w = s.worker(&server, "amd64", "outbox");
+    let id = s.submit(&server, "amd64", "20250511", SOURCE);
+    wait_build(s, &server, id, 60, "succeeded", state_is("succeeded"));
+    server.wait_log(
+        &format!("webhook for build {id}"),
+        20,
+        "no failed delivery logged",
+    );
+    drop(w);
+    server.kill9();
+    let (_, rx) = webhook_receiver_on(port, 1);
+    let server = s.serve_on(Some(server.port));
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        let (sig, body) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no webhook call: {}", server.log_text()));
+        assert_eq!(sig, format!("sha256={}", hmac_sha256(b"outbox-key", &body)));
+        let v: Value = serde_json::from_slice(&body).expect("webhook JSON");
+        assert_eq!(v["id"], id);
+        states.push(v["state"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(states, ["succeeded", "succeeded"]);
+    // Delivered: not sent again.
+    assert!(rx.recv_timeout(Duration::from_secs(3)).is_err());
     s.extra_args.clear();
 }
 
@@ -541,7 +652,7 @@ fn web_page_in_chromium() {
             tok.value = "{t}"; tok.dispatchEvent(new Event("change"));
             const f = document.getElementById("submit");
             f.arch.value = "amd64"; f.release.value = "noble"; f.version.value = "20250601";
-            f.source.value = "slow:0.5"; f.stream.value = "candidate";
+            f.source.value = "/srv/images/noble.squashfs"; f.stream.value = "candidate";
             f.querySelector("button").click();
             return true;
         }})()"#
@@ -565,7 +676,8 @@ fn web_page_in_chromium() {
     );
     let log = browser.eval(r#"document.getElementById("log").textContent"#);
     assert!(
-        log.as_str().is_some_and(|l| l.contains("log line 4")),
+        log.as_str()
+            .is_some_and(|l| l.contains("stage metadata done in")),
         "{log}"
     );
     // The list shows it done too (it refreshes every second).
@@ -580,4 +692,68 @@ fn web_page_in_chromium() {
     let shot = streamfs_tests::workspace_root().join("target/buildd-web.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// A cancel that comes while the server takes in a build's artifacts (a
+/// 512 MiB squashfs being staged into the pool) wins: the build ends
+/// canceled, its version never reaches the stream, and no byte of it stays
+/// in the store (pool or the service's own directory).
+#[test]
+fn cancel_during_intake() {
+    let Some(s) = Service::new(None) else { return };
+    let server = s.serve();
+    // The test builder: a large output, so the intake takes a while.
+    let _w = s.worker_with(&server, "amd64", "big", Builder::Test);
+    let id = s.submit(&server, "amd64", "20250801", "big");
+    let t = token(&s.submit_token);
+    let url = format!("{}/api/v1/builds/{id}", server.url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = curl(Some(&t), "GET", &url, None);
+        let b: Value = serde_json::from_str(&body).expect("build JSON");
+        if b["stage"] == "intake" {
+            break;
+        }
+        assert!(b["state"] == "queued" || b["state"] == "running", "{b}");
+        assert!(std::time::Instant::now() < deadline, "never in intake: {b}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = s.builds(&server, &["cancel", &id.to_string()]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    server.wait_log(
+        &format!("build {id}: canceled during its intake"),
+        60,
+        "the intake never ended",
+    );
+    let jobs = s.store.root.join("buildd/jobs").join(id.to_string());
+    assert!(
+        !jobs.exists(),
+        "the build's intake directory stayed: {:?}\n{}",
+        std::fs::read_dir(&jobs).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>()),
+        server.log_text()
+    );
+    let b = wait_build(&s, &server, id, 5, "canceled", state_is("canceled"));
+    assert!(b["artifacts"]["versions"].is_null(), "{b}");
+    assert!(
+        !has_version(&s, "20250801"),
+        "a canceled build reached the store"
+    );
+    fn large_files(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => large_files(&p, out),
+                Ok(t) if t.is_file() && e.metadata().is_ok_and(|m| m.len() >= 1 << 29) => {
+                    out.push(p)
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut left = Vec::new();
+    large_files(&s.store.root, &mut left);
+    assert!(
+        left.is_empty(),
+        "the canceled build's data stayed: {left:?}"
+    );
 }
