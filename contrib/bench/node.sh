@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Node imaging benchmark: one image loaded onto 8 nodes vs onto 1 (the chain
-# should keep 8 within 1.5x of 1), the -b cap's accuracy, and the host's CPU
-# time and peak RSS while sending. Agents are streamfs-node processes on
+# should keep 8 within 1.5x of 1), the chain vs 8 parallel HTTP pulls from
+# nginx serving the read-only mount (`--http`), the -b cap's accuracy, and
+# the host's CPU time and peak RSS while sending. Agents are streamfs-node processes on
 # 127.0.0.1, each with a file as its disk; one fake CMC answers for all.
 #
 # Usage: contrib/bench/node.sh [MIB] [PROFILE]   (default 256 MiB, debug:
@@ -12,11 +13,15 @@ PROFILE=${2:-debug}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
-(cd "$ROOT" && cargo build -q "${flag[@]}" -p mountctl -p streamfs-node)
+(cd "$ROOT" && cargo build -q "${flag[@]}" -p mountctl -p streamfs-node -p streamfs)
 BIN=$ROOT/target/$PROFILE
 W=$(mktemp -d /tmp/node-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+cleanup() {
+  [ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true
+  mountpoint -q "$W/mnt" && { umount "$W/mnt" || umount -l "$W/mnt"; } 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"
+}
 trap cleanup EXIT
 cd "$W"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -94,3 +99,26 @@ for cap in 50 100; do
   run "cap-$cap" -b "$cap" 1
   echo "  -b $cap: sent at $(sent_mbps) Mbit/s"
 done
+
+# The chain vs 8 parallel HTTP pulls from nginx serving the read-only mount.
+chmod 755 "$W"; mkdir mnt
+RUST_LOG=warn "$BIN/streamfs" s mnt -o ro,allow_other --foreground 2>streamfs.log & pids+=($!)
+for _ in $(seq 100); do mountpoint -q mnt && break; sleep 0.1; done
+ngx=$(port)
+cat > nginx.conf <<N
+user www-data; worker_processes 2; pid $W/nginx.pid; error_log $W/nginx.err;
+events {}
+http { access_log off; sendfile on; tcp_nopush on; default_type application/octet-stream;
+  client_body_temp_path $W/nginx-tmp; proxy_temp_path $W/nginx-tmp; fastcgi_temp_path $W/nginx-tmp;
+  uwsgi_temp_path $W/nginx-tmp; scgi_temp_path $W/nginx-tmp;
+  server { listen 127.0.0.1:$ngx; root $W/mnt; } }
+N
+mkdir nginx-tmp; nginx -c "$W/nginx.conf"
+printf '[images]\nhttp_url = http://127.0.0.1:%d\n' "$ngx" >> imaging.conf
+for i in 1 2 3 4 5 6 7 8; do truncate -s 0 "disk$i"; truncate -s $((MIB << 20)) "disk$i"; done
+/usr/bin/time -f '%e %U %S %M' -o time.txt "$BIN/mountctl" node load -i bench --http 1-8 >/dev/null
+read -r wall user sys rss < time.txt
+printf '%-22s wall %6.2f s  host cpu %5.2f s  rss %6.1f MiB\n' http-eight "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
+for i in 1 2 3 4 5 6 7 8; do [ "$(sha256sum "disk$i" | cut -c1-64)" = "$sha" ] || { echo "disk$i differs (HTTP)"; exit 1; }; done
+/usr/bin/time -f '%e' -o time.txt "$BIN/mountctl" node load -i bench 1-8 >/dev/null
+echo "chain (wall, same conditions): $(cat time.txt) s; ratio 8 HTTP pulls / chain (wall): $(echo "$wall / $(cat time.txt)" | bc -l | cut -c1-5)"

@@ -281,6 +281,10 @@ pub struct NodeLoadArgs {
     /// Leave the nodes in the imaging environment (no final reset).
     #[arg(short = 'n', long = "no-reset")]
     pub no_reset: bool,
+    /// Each node pulls the image from [images] http_url (nginx serving the
+    /// mount) instead of joining the chain.
+    #[arg(long)]
+    pub http: bool,
     #[command(flatten)]
     pub select: NodeSelectArgs,
 }

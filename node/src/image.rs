@@ -78,6 +78,11 @@ impl Index {
         hex::encode(self.disk_sha256)
     }
 
+    /// Where chunk data starts in an image file: after the header and index.
+    pub fn data_start(&self) -> u64 {
+        Index::encoded_len(self.chunks.len())
+    }
+
     fn encoded_len(chunks: usize) -> u64 {
         HEADER_LEN + ENTRY_LEN * chunks as u64
     }
@@ -528,17 +533,13 @@ impl DiskWriter {
     }
 }
 
-/// The sha256 of a whole file, hex: what a user compares disks with.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(Error::io(format!("reading {}", path.display())))?;
-    Ok(hex::encode(h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hash(p: &Path) -> Result<String> {
+        Ok(streamfs_core::store::pool::hash_file(p)?.sha256)
+    }
 
     /// A disk of `size` bytes: text, zeros and random-looking bytes.
     fn disk(size: usize) -> Vec<u8> {
@@ -571,13 +572,13 @@ mod tests {
         let kinds: Vec<ChunkKind> = index.chunks.iter().map(|c| c.kind).collect();
         use ChunkKind::*;
         assert_eq!(kinds, [Zstd, Zero, Raw, Zstd, Zero, Raw]);
-        assert_eq!(index.disk_sha256_hex(), sha256_file(&raw).unwrap());
+        assert_eq!(index.disk_sha256_hex(), hash(&raw).unwrap());
         let out = dir.path().join("out");
         std::fs::write(&out, b"old contents that must go").unwrap();
         let opened = Image::open(&img).unwrap();
         assert_eq!(opened.index, index);
         opened.restore(&out).unwrap();
-        assert_eq!(sha256_file(&out).unwrap(), sha256_file(&raw).unwrap());
+        assert_eq!(hash(&out).unwrap(), hash(&raw).unwrap());
         // Deterministic: a second pack is the same bytes.
         let img2 = dir.path().join("d2.sfimg");
         pack_file(&raw, &img2).unwrap();

@@ -52,7 +52,7 @@ impl Key {
 }
 
 /// What a caller asks an agent.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Is the agent there, and how big is its disk.
@@ -63,6 +63,15 @@ pub enum Request {
     Load { next: Vec<String> },
     /// Send the disk, chunk by chunk.
     Save,
+    /// Fetch the image file from `url` (nginx serving the read-only mount)
+    /// and write it, every chunk checked as from a chain: the fallback for
+    /// a node that cannot join the chain. `mbps` caps the reading rate;
+    /// `timeout_secs` bounds the whole pull.
+    Pull {
+        url: String,
+        mbps: Option<f64>,
+        timeout_secs: u64,
+    },
 }
 
 /// An agent's answer to a ping or at the end of a load.

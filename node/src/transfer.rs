@@ -144,3 +144,33 @@ pub fn save(
     }
     w.finish()
 }
+
+/// Asks the agent at `addr` to fetch the image from `url` itself (nginx
+/// serving the read-only mount) and write it: the per-node fallback when
+/// the chain cannot reach it, or every node at once with `--http`.
+pub fn pull(
+    addr: &str,
+    key: &Key,
+    url: &str,
+    mbps: Option<f64>,
+    timeout: Duration,
+) -> Result<NodeResult> {
+    let mut s = proto::connect(addr, key, Duration::from_secs(10).min(timeout))?;
+    proto::send(
+        &mut s,
+        &Request::Pull {
+            url: url.to_string(),
+            mbps,
+            timeout_secs: timeout.as_secs().max(1),
+        },
+    )
+    .map_err(Error::io(addr.to_string()))?;
+    // The node writes and checks the whole disk before it answers.
+    s.set_read_timeout(Some(timeout.max(Duration::from_secs(60))))
+        .map_err(Error::io(addr.to_string()))?;
+    let reply: Reply = proto::recv(&mut s).map_err(Error::io(format!("{addr}: the outcome")))?;
+    reply.chain.into_iter().next().ok_or_else(|| Error::Image {
+        what: addr.to_string(),
+        reason: reply.error.unwrap_or_else(|| "no outcome".into()),
+    })
+}

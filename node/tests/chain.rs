@@ -29,6 +29,15 @@ fn agent(dir: &Path, n: usize, k: &Key, size: u64) -> (String, PathBuf) {
     (addr, disk)
 }
 
+fn sha256_file(p: &Path) -> streamfs_core::Result<String> {
+    Ok(streamfs_core::store::pool::hash_file(p)?.sha256)
+}
+
+/// Threads of this process (the agents of these tests run in it).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
 fn raw_disk(dir: &Path, size: usize) -> PathBuf {
     let mut d = vec![0u8; size];
     let mut x = 12345u32;
@@ -58,7 +67,7 @@ fn a_chain_of_three_gets_exact_disks_and_a_save_returns_the_disk() {
     let img = Image::open(&packed).unwrap();
     let nodes: Vec<(String, PathBuf)> = (0..3).map(|n| agent(d, n, &k, 8 << 20)).collect();
     let chain: Vec<String> = nodes.iter().map(|n| n.0.clone()).collect();
-    let want = image::sha256_file(&raw).unwrap();
+    let want = sha256_file(&raw).unwrap();
 
     let out =
         transfer::load_chain(&img, &chain, &k, None, Duration::from_secs(20), &mut |_| {}).unwrap();
@@ -66,12 +75,7 @@ fn a_chain_of_three_gets_exact_disks_and_a_save_returns_the_disk() {
     for (r, (_, disk)) in out.iter().zip(&nodes) {
         assert!(r.ok, "{r:?}");
         assert_eq!(r.disk_sha256.as_deref(), Some(want.as_str()));
-        assert_eq!(
-            image::sha256_file(disk).unwrap(),
-            want,
-            "{}",
-            disk.display()
-        );
+        assert_eq!(sha256_file(disk).unwrap(), want, "{}", disk.display());
     }
 
     // A chain whose second node is gone: the first is loaded, the rest named.
@@ -105,7 +109,7 @@ fn a_chain_of_three_gets_exact_disks_and_a_save_returns_the_disk() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("refused our key"), "{e}");
-    assert_eq!(image::sha256_file(&nodes[0].1).unwrap(), want);
+    assert_eq!(sha256_file(&nodes[0].1).unwrap(), want);
 
     // Save node 1's disk: the image is the disk.
     let saved = d.join("saved.sfimg");
@@ -122,7 +126,7 @@ fn a_chain_of_three_gets_exact_disks_and_a_save_returns_the_disk() {
     let back = d.join("back");
     std::fs::File::create(&back).unwrap();
     Image::open(&saved).unwrap().restore(&back).unwrap();
-    assert_eq!(image::sha256_file(&back).unwrap(), want);
+    assert_eq!(sha256_file(&back).unwrap(), want);
     assert_eq!(
         std::fs::read(&saved).unwrap(),
         std::fs::read(&packed).unwrap(),
@@ -140,7 +144,7 @@ fn an_image_bigger_than_the_disk_is_refused_before_writing() {
     image::pack_file(&raw, &packed).unwrap();
     let (addr, disk) = agent(d, 0, &k, 1 << 20);
     std::fs::write(&disk, vec![7u8; 1 << 20]).unwrap();
-    let before = image::sha256_file(&disk).unwrap();
+    let before = sha256_file(&disk).unwrap();
     let out = transfer::load_chain(
         &Image::open(&packed).unwrap(),
         &[addr],
@@ -154,5 +158,58 @@ fn an_image_bigger_than_the_disk_is_refused_before_writing() {
         !r.ok && r.error.as_deref().unwrap().contains("does not fit"),
         "{r:?}"
     );
-    assert_eq!(image::sha256_file(&disk).unwrap(), before);
+    assert_eq!(sha256_file(&disk).unwrap(), before);
+}
+
+#[test]
+fn a_flood_of_silent_connections_costs_no_threads_and_times_out() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let k = key(d, "0123456789abcdef-testbed");
+    let disk = d.join("disk");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let a = Arc::new(Agent::new(k.clone(), disk).with_limits(4, Duration::from_secs(2)));
+    std::thread::spawn(move || a.serve(l));
+    transfer::ping(&addr, &k, Duration::from_secs(5)).unwrap();
+
+    let before = threads();
+    // 4 callers that never answer the challenge fill the agent; 200 more
+    // are closed at once and cost no thread.
+    let mut silent: Vec<std::net::TcpStream> = (0..204)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Other tests of this file run agents in this process too: allow them
+    // some threads; a thread per connection would be 204 more.
+    let now = threads();
+    assert!(
+        now < before + 40,
+        "{} more threads for 204 silent connections (limit 4)",
+        now.saturating_sub(before)
+    );
+    let mut closed = 0;
+    for s in &mut silent[4..] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 64];
+        if matches!(s.read(&mut b), Ok(0) | Err(_)) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 200, "connections beyond the limit are closed");
+    assert!(
+        transfer::ping(&addr, &k, Duration::from_secs(5)).is_err(),
+        "the agent is full"
+    );
+    // The silent ones are dropped after the handshake timeout, and the
+    // agent answers again.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = transfer::ping(&addr, &k, Duration::from_secs(5)).unwrap();
+    assert_eq!(r.disk_size, Some(1 << 20));
+    drop(silent);
 }

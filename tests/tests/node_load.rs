@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use streamfs_tests::mount::{Mount, can_mount};
 use streamfs_tests::node::{STORE_TOML, files_below, sha256sum};
+use streamfs_tests::serve::Nginx;
 use streamfs_tests::{mountctl_bin, workspace_bin};
 
 const KEY: &str = "testbed-key-0123456789abcdef";
@@ -118,6 +120,51 @@ fn fake_cmc(agent: Agent, port: u16, disk: PathBuf, key: PathBuf, boots: bool) -
     cmc_port
 }
 
+/// A TCP proxy on a free port to `127.0.0.1:port`: the first connection
+/// that carries more than `cut_after` bytes towards the agent is cut there
+/// (both ways), every other one passes whole.
+fn cutting_proxy(port: u16, cut_after: u64) -> u16 {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_port = l.local_addr().unwrap().port();
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let Ok(a) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                continue;
+            };
+            let (c2, a2) = (c.try_clone().unwrap(), a.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut &a2, &mut &c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut n = 0u64;
+                while let Ok(k) = (&c).read(&mut buf) {
+                    if k == 0 {
+                        let _ = a.shutdown(std::net::Shutdown::Write);
+                        break;
+                    }
+                    n += k as u64;
+                    if n > cut_after && !done.swap(true, Ordering::SeqCst) {
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                    if (&a).write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    proxy_port
+}
+
 struct Bed {
     dir: tempfile::TempDir,
     nodes: Vec<Node>,
@@ -128,6 +175,19 @@ impl Bed {
     /// a CMC address where nothing listens, those in `no_boot` never come
     /// back after a reset.
     fn new(n: usize, disk_size: u64, dead_cmc: &[usize], no_boot: &[usize]) -> Bed {
+        Bed::with_cuts(n, disk_size, dead_cmc, no_boot, &[])
+    }
+
+    /// As [`Bed::new`]; node numbers in `cut` are reached through a proxy
+    /// that cuts the first connection carrying more than 4 MiB to them (a
+    /// chain link breaking mid-load).
+    fn with_cuts(
+        n: usize,
+        disk_size: u64,
+        dead_cmc: &[usize],
+        no_boot: &[usize],
+        cut: &[usize],
+    ) -> Bed {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("store.toml"), STORE_TOML).unwrap();
@@ -157,9 +217,14 @@ impl Bed {
                     !no_boot.contains(&i),
                 )
             };
+            let control_port = if cut.contains(&i) {
+                cutting_proxy(port, 4 << 20)
+            } else {
+                port
+            };
             inv.push(serde_json::json!({
                 "cmc": {"hostname": format!("reboot{i:02}"), "ip": "127.0.0.1", "mac": format!("02:00:00:00:00:{i:02x}"), "port": cmc_port},
-                "control": {"hostname": format!("fit{i:02}"), "ip": "127.0.0.1", "mac": format!("00:03:1d:0e:03:{i:02x}"), "port": port},
+                "control": {"hostname": format!("fit{i:02}"), "ip": "127.0.0.1", "mac": format!("00:03:1d:0e:03:{i:02x}"), "port": control_port},
             }));
             nodes.push(Node { agent, disk });
         }
@@ -325,7 +390,9 @@ fn interrupted_and_timed_out_loads_leave_no_pxe_link() {
     assert!(bed.pxe_links().is_empty());
     assert_eq!(code, Some(1), "{err}");
     assert!(
-        err.contains("fit02 (no answer from the agent") && !err.contains("fit01"),
+        err.lines().any(|l| l.starts_with("mountctl: load")
+            && l.contains("fit02 (no answer from the agent")
+            && !l.contains("fit01")),
         "{err}"
     );
     assert_eq!(sha256sum(&bed.nodes[0].disk), want);
@@ -349,5 +416,75 @@ fn two_concurrent_loads_to_disjoint_nodes_do_not_interfere() {
     for (i, want) in [(0, &a), (1, &a), (2, &b), (3, &b)] {
         assert_eq!(&sha256sum(&bed.nodes[i].disk), want, "node {}", i + 1);
     }
+    assert!(bed.pxe_links().is_empty());
+}
+
+/// The store mounted read-only and served by real nginx; `[images]
+/// http_url` names it. None after a skip (no FUSE or no nginx).
+fn serve_mount(bed: &Bed) -> Option<(Mount, Nginx)> {
+    if !can_mount() {
+        return streamfs_tests::missing("FUSE mounts (/dev/fuse, root)");
+    }
+    let mount = Mount::with_options(&bed.dir.path().join("s"), &["ro", "allow_other"]);
+    let nginx = Nginx::start(mount.path())?;
+    let conf = bed.dir.path().join("imaging.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!("[images]\nhttp_url = {}\n", nginx.url("")));
+    std::fs::write(&conf, text).unwrap();
+    Some((mount, nginx))
+}
+
+#[test]
+fn nodes_pull_from_nginx_serving_the_mount_with_http_and_when_the_chain_breaks() {
+    // Node 2 is reached through a proxy that cuts the chain's link to it
+    // mid-image: nodes 2 and 3 fall back to HTTP pulls, node 1 keeps its
+    // chain copy, all end exact.
+    let bed = Bed::with_cuts(3, 32 << 20, &[], &[], &[2]);
+    let want = bed.import("base", 24);
+    let Some((_mount, _nginx)) = serve_mount(&bed) else {
+        return;
+    };
+    let (code, out, err) = bed.run(&["--store", "s", "node", "load", "-i", "base", "-a"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for (i, n) in bed.nodes.iter().enumerate() {
+        assert_eq!(sha256sum(&n.disk), want, "node {}: {out}{err}", i + 1);
+    }
+    let line = |node: &str| {
+        out.lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("fit01").contains("loaded") && !line("fit01").contains("HTTP"),
+        "{out}"
+    );
+    assert!(line("fit02").contains("HTTP pull"), "{out}");
+    assert!(line("fit03").contains("HTTP pull"), "{out}");
+    assert!(bed.pxe_links().is_empty());
+
+    // --http: every node pulls on its own, from nginx; a damaged chunk
+    // would be named (each is checked), here all are exact.
+    for n in &bed.nodes {
+        std::fs::File::create(&n.disk)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+    }
+    let (code, out, err) = bed.run(&["--store", "s", "node", "load", "-i", "base", "--http", "-a"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for (i, n) in bed.nodes.iter().enumerate() {
+        assert_eq!(sha256sum(&n.disk), want, "node {}: {out}{err}", i + 1);
+    }
+    assert_eq!(out.matches("HTTP pull").count(), 3, "{out}");
+}
+
+#[test]
+fn http_without_a_url_is_refused_before_anything_is_touched() {
+    let bed = Bed::new(1, 4 << 20, &[], &[]);
+    bed.import("base", 2);
+    let (code, _, err) = bed.run(&["--store", "s", "node", "load", "-i", "base", "--http", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("[images] http_url"), "{err}");
     assert!(bed.pxe_links().is_empty());
 }

@@ -20,6 +20,7 @@ use streamfs_node::transfer;
 
 use super::super::Context;
 use super::images::stream;
+use super::progress::Progress;
 use super::testbed::{Logs, Testbed, cmc_all, wait_agent};
 use super::usage;
 use crate::cli::{NodeLoadArgs, NodeSaveArgs, NodeSelectArgs, NodeWaitArgs};
@@ -38,7 +39,19 @@ pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCo
     let key = tb.key()?;
     let timeout = tb.seconds(a.timeout, "load_default_timeout")?;
     let store = ctx.open()?;
-    let version = images::find(&store, &stream(&tb.settings)?, &iref).map_err(usage)?;
+    let stream = stream(&tb.settings)?;
+    let version = images::find(&store, &stream, &iref).map_err(usage)?;
+    // nginx serving the mount has the image at <stream>/<item path>.
+    let url = tb
+        .settings
+        .value("images", "http_url")
+        .map(|b| format!("{}/{stream}/{}", b.trim_end_matches('/'), version.path));
+    if a.http && url.is_none() {
+        return Err(streamfs_core::Error::Usage(
+            "--http needs [images] http_url (the URL of nginx serving the mount)".into(),
+        )
+        .into());
+    }
     let image = Image::open(&images::blob_path(&store, &version))?;
     let logs = Logs::new(&tb.settings, "load")?;
     let started = Instant::now();
@@ -70,8 +83,18 @@ pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCo
             .collect()
     });
     let image_desc = format!("{}@{}", version.name, version.version);
+    let names: Vec<String> = tb.targets.iter().map(|t| t.name.clone()).collect();
+    let progress = Progress::new(&names, image.index.stored_bytes());
+    for (n, r) in &results {
+        if let Err(e) = r {
+            progress.state(n, &format!("FAILED: {e}"), true);
+        }
+    }
     let left = deadline.saturating_duration_since(Instant::now());
-    if !ready.is_empty() {
+    let mut failed: Vec<(&super::testbed::Target, String)> = Vec::new();
+    if a.http {
+        failed = ready.iter().map(|t| (*t, "--http".to_string())).collect();
+    } else if !ready.is_empty() {
         let chain: Vec<String> = ready.iter().map(|t| t.agent.clone()).collect();
         for t in &ready {
             logs.line(
@@ -79,10 +102,15 @@ pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCo
                 &format!("loading {image_desc} in a chain of {}", chain.len()),
             );
         }
+        let chain_names: Vec<String> = ready.iter().map(|t| t.name.clone()).collect();
+        for n in &chain_names {
+            progress.state(n, "chain", false);
+        }
         let sent_at = Instant::now();
         let mut last_byte = sent_at;
-        let outcome = transfer::load_chain(&image, &chain, &key, a.mbps, left, &mut |_| {
+        let outcome = transfer::load_chain(&image, &chain, &key, a.mbps, left, &mut |b| {
             last_byte = Instant::now();
+            progress.sent(&chain_names, b);
         });
         let secs = sent_at.elapsed().as_secs_f64();
         let sending = (last_byte - sent_at).as_secs_f64();
@@ -103,36 +131,78 @@ pub fn load(ctx: &Context, settings: Settings, a: NodeLoadArgs) -> Result<ExitCo
                 .collect(),
         };
         for t in &ready {
-            let r = by_addr
-                .get(&t.agent)
-                .cloned()
-                .unwrap_or((false, Some("no outcome".into())));
-            let r = if r.0 {
-                Ok("loaded".to_string())
-            } else {
-                // The fallback: this node alone, straight from the host.
-                let first = r.1.unwrap_or_default();
-                logs.line(&t.name, &format!("chain failed ({first}); retrying alone"));
-                let left = deadline.saturating_duration_since(Instant::now());
-                match transfer::load_chain(
-                    &image,
-                    std::slice::from_ref(&t.agent),
-                    &key,
-                    a.mbps,
-                    left,
-                    &mut |_| {},
-                ) {
-                    Ok(rs) if rs.first().is_some_and(|r| r.ok) => {
-                        Ok("loaded (retried alone)".into())
-                    }
-                    Ok(rs) => Err(rs.first().and_then(|r| r.error.clone()).unwrap_or(first)),
-                    Err(e) => Err(format!("{first}; alone: {e}")),
+            match by_addr.get(&t.agent) {
+                Some((true, _)) => {
+                    progress.state(&t.name, "loaded", true);
+                    logs.line(&t.name, "loaded");
+                    results.insert(t.name.clone(), Ok("loaded".into()));
                 }
-            };
-            logs.line(&t.name, &format!("{r:?}"));
-            results.insert(t.name.clone(), r);
+                other => {
+                    let why = other
+                        .and_then(|r| r.1.clone())
+                        .unwrap_or_else(|| "no outcome".into());
+                    logs.line(&t.name, &format!("chain failed ({why})"));
+                    failed.push((t, why));
+                }
+            }
         }
     }
+    // The fallback, each node on its own and all at once: a pull from
+    // nginx serving the mount when [images] http_url is set, else the
+    // image sent to it alone, straight from the host.
+    let retried: Vec<(String, Result<String, String>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = failed
+            .iter()
+            .map(|(t, why)| {
+                let (image, key, url, logs, progress) = (&image, &key, &url, &logs, &progress);
+                s.spawn(move || {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let r = match url {
+                        Some(url) => {
+                            logs.line(&t.name, &format!("pulling {url}"));
+                            progress.state(&t.name, "pulling over HTTP", false);
+                            match transfer::pull(&t.agent, key, url, a.mbps, left) {
+                                Ok(r) if r.ok => Ok("loaded (HTTP pull)".to_string()),
+                                Ok(r) => Err(format!("HTTP pull: {}", r.error.unwrap_or_default())),
+                                Err(e) => Err(format!("{why}; HTTP pull: {e}")),
+                            }
+                        }
+                        None => {
+                            logs.line(&t.name, "retrying alone");
+                            progress.state(&t.name, "retrying alone", false);
+                            match transfer::load_chain(
+                                image,
+                                std::slice::from_ref(&t.agent),
+                                key,
+                                a.mbps,
+                                left,
+                                &mut |_| {},
+                            ) {
+                                Ok(rs) if rs.first().is_some_and(|r| r.ok) => {
+                                    Ok("loaded (retried alone)".into())
+                                }
+                                Ok(rs) => Err(rs
+                                    .first()
+                                    .and_then(|r| r.error.clone())
+                                    .unwrap_or_else(|| why.clone())),
+                                Err(e) => Err(format!("{why}; alone: {e}")),
+                            }
+                        }
+                    };
+                    logs.line(&t.name, &format!("{r:?}"));
+                    match &r {
+                        Ok(m) => progress.state(&t.name, m, true),
+                        Err(e) => progress.state(&t.name, &format!("FAILED: {e}"), true),
+                    }
+                    (t.name.clone(), r)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("fallback thread"))
+            .collect()
+    });
+    results.extend(retried);
     leave_imaging(&tb, &links, &logs, !a.no_reset)?;
     let secs = started.elapsed().as_secs_f64();
     let rows = results

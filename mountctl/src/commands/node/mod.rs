@@ -2,6 +2,7 @@
 
 mod images;
 mod load;
+mod progress;
 mod testbed;
 
 use std::process::ExitCode;

@@ -63,15 +63,20 @@ impl Testbed {
         Ok(Testbed { settings, targets })
     }
 
-    /// When `[leases] file` is set: the caller must hold the testbed now
-    /// (root is exempt).
+    /// When `[leases] url` or `[leases] file` is set: the caller must hold
+    /// the testbed now (root is exempt).
     pub fn check_lease(&self) -> Result<()> {
-        let Some(file) = self.settings.value("leases", "file") else {
-            return Ok(());
+        use streamfs_node::leases::{self, Source};
+        let from = match (
+            self.settings.value("leases", "url"),
+            self.settings.value("leases", "file"),
+        ) {
+            (Some(url), _) => Source::Url(url),
+            (None, Some(file)) => Source::File(std::path::Path::new(file)),
+            (None, None) => return Ok(()),
         };
-        let (uid, login) = streamfs_node::leases::caller().map_err(usage)?;
-        streamfs_node::leases::check(std::path::Path::new(file), &login, uid, chrono::Utc::now())
-            .map_err(usage)
+        let (uid, login) = leases::caller().map_err(usage)?;
+        leases::check(from, &login, uid, chrono::Utc::now()).map_err(usage)
     }
 
     pub fn key(&self) -> Result<Key> {
