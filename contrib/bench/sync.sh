@@ -9,7 +9,8 @@
 # Env:   BIG_MB (default 1024: three items of this size), SMALL (default
 #        1000 small items of 64 KiB), ITEMS (default 40000),
 #        STREAMFS_SSTREAM_VENV (default /opt/sstream-venv), TMPDIR (the disk),
-#        MOUNTCTL (a release binary to use instead of building one).
+#        MOUNTCTL (a release binary to use instead of building one),
+#        PARTS (default "throughput resync": which measurements to run).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,6 +18,7 @@ venv=${STREAMFS_SSTREAM_VENV:-/opt/sstream-venv}
 big_mb=${BIG_MB:-1024}
 small=${SMALL:-1000}
 items=${ITEMS:-40000}
+parts=${PARTS:-throughput resync}
 
 if [ -z "${MOUNTCTL:-}" ]; then
     cargo build --quiet --release -p mountctl --manifest-path "$root/Cargo.toml"
@@ -59,7 +61,9 @@ json.dump({"format": "products:1.0", "content_id": "com.example:download",
            "datatype": "image-downloads", "updated": "Thu, 03 Dec 2026 00:00:00 +0000",
            "products": products}, open(os.path.join(v1, "download.json"), "w"))
 PY
-"$venv/bin/python3" "$root/contrib/bench/gen_stream.py" --data "$work/big-stream" "$items"
+case $parts in *resync*)
+    "$venv/bin/python3" "$root/contrib/bench/gen_stream.py" --data "$work/big-stream" "$items" ;;
+esac
 chmod -R a+rX "$work"
 
 port=$("$venv/bin/python3" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -95,6 +99,7 @@ now() { date +%s.%N; }
 # client's side: receive, verify, write, fsync.
 drop() { sync; }
 
+if [[ $parts == *throughput* ]]; then
 # Baseline: curl, 4 at a time, the same files to the same disk (+ sync).
 (cd "$mirror" && find . -path ./streams -prune -o -type f -printf '%P\n') |
     awk -v d="$work/curl" -v u="$url" '{print d "/" $0 " " u $0}' > "$work/urls"
@@ -128,6 +133,8 @@ echo "mountctl sync: ${t_ours}s (peak RSS $((rss_kb / 1024)) MB)"
 echo "sstream-mirror: ${t_sm}s"
 echo "mountctl sync speed vs curl: $(echo "scale=2; $t_curl / $t_ours" | bc)x (target >= 0.8)"
 echo "mountctl sync vs sstream-mirror: $(echo "scale=2; $t_sm / $t_ours" | bc)x faster (target >= 3)"
+fi
+[[ $parts == *resync* ]] || exit 0
 
 # Re-sync of an up-to-date stream of ITEMS items.
 big=$(ls "$work/big-stream/streams/v1/"*.json)
