@@ -148,15 +148,17 @@ fn permanent(url: &str, reason: impl std::fmt::Display) -> FetchError {
 /// Classifies a reqwest error: a redirect refused by our policy or a bad
 /// URL is permanent, everything on the wire is transient.
 fn classify(url: &str, e: reqwest::Error) -> FetchError {
-    if e.is_redirect() || e.is_builder() {
-        return permanent(url, e);
-    }
+    // The whole chain: reqwest's own text ("error following redirect")
+    // does not say why (the refused URL is in the source).
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         src = s.source();
+    }
+    if e.is_redirect() || e.is_builder() {
+        return permanent(url, msg);
     }
     transient(url, msg)
 }
@@ -224,7 +226,7 @@ impl Client {
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
             }
-            check_status(url, status)?;
+            check_status(url, &resp)?;
             let limit = self.opts.max_document;
             let mut body = Vec::new();
             resp.take(limit + 1)
@@ -328,7 +330,7 @@ impl Client {
             }
             let resp = req.send().map_err(|e| classify(url, e))?;
             let status = resp.status();
-            check_status(url, status)?;
+            check_status(url, &resp)?;
             if have > 0 && status != reqwest::StatusCode::PARTIAL_CONTENT {
                 // The server ignored the range: start over from its body.
                 tracing::info!(url, "server does not resume; downloading whole");
@@ -398,9 +400,25 @@ impl Client {
     }
 }
 
-fn check_status(url: &str, status: reqwest::StatusCode) -> std::result::Result<(), FetchError> {
+fn check_status(
+    url: &str,
+    resp: &reqwest::blocking::Response,
+) -> std::result::Result<(), FetchError> {
+    let status = resp.status();
     if status.is_success() {
         Ok(())
+    } else if status.is_redirection() {
+        // reqwest hands back, unfollowed, a redirect whose target it
+        // cannot fetch (`file:`, `ftp:`, …): name it.
+        let to = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+            .unwrap_or_default();
+        Err(permanent(
+            url,
+            format!("HTTP {status}: redirect to a non-http(s) URL refused: {to}"),
+        ))
     } else if status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT

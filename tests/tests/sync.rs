@@ -140,6 +140,11 @@ fn a_dry_run_lists_the_downloads_and_changes_nothing() {
         text.contains(&s.nginx.url("/product1/20150915/root.img")),
         "{text}"
     );
+    assert!(
+        text.contains("daily: would add 1 version(s), would remove 0; 2 blob(s) to download"),
+        "{text}"
+    );
+    assert!(!text.contains(" removed "), "{text}");
     assert_eq!(generation(&store), before);
     assert!(store.blobs().is_empty());
 }

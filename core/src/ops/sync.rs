@@ -51,6 +51,11 @@ pub struct SyncOptions<'a> {
     pub content_id: Option<&'a str>,
     pub filters: &'a [ItemFilter],
     pub fetch: FetchOptions,
+    /// Bytes free on the store's filesystem (for unprivileged users), as
+    /// the caller measured it: the core has no libc, so the binary runs
+    /// `statvfs`. A sync whose downloads need more is refused before the
+    /// first byte is fetched. `None` skips the check.
+    pub free_space: Option<u64>,
 }
 
 /// What a sync reports while it runs (from several threads).
@@ -411,6 +416,11 @@ pub fn sync(
             url: j.url.clone(),
         })
         .collect();
+    if let Some(free) = opts.free_space
+        && !opts.dry_run
+    {
+        check_space(store, &jobs, free)?;
+    }
     if opts.dry_run {
         report.added = needs.into_iter().map(|(v, _, _)| v).collect();
         report.removed = to_remove;
@@ -519,6 +529,29 @@ pub fn sync(
     report.failures.sort_by(|a, b| a.what.cmp(&b.what));
     report.failures.dedup_by(|a, b| a.what == b.what);
     Ok(report)
+}
+
+/// Refuses a sync whose downloads cannot fit: the bytes still to fetch (a
+/// partial already in `tmp/partial/` counts for what it holds) against
+/// `free`. Blobs are renamed from there into the pool on the same
+/// filesystem, so nothing needs room twice.
+fn check_space(store: &Store, jobs: &BTreeMap<String, Job>, free: u64) -> Result<()> {
+    let partials = store.pool().partial_dir();
+    let need: u64 = jobs
+        .values()
+        .map(|j| {
+            let have = std::fs::metadata(partials.join(&j.key)).map_or(0, |m| m.len());
+            j.expected.size.unwrap_or(0).saturating_sub(have)
+        })
+        .sum();
+    if need > free {
+        return Err(Error::Refused(format!(
+            "not enough space in {}: the downloads need {need} bytes ({} files), {free} bytes are free",
+            store.root().display(),
+            jobs.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Fills in the sha256 of items that only carried md5/sha512, from the

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use streamfs_core::fetch::FetchOptions;
 use streamfs_core::ops::sync::{SyncEvent, SyncOptions, sync};
@@ -125,6 +128,22 @@ impl Display {
     }
 }
 
+/// Bytes an unprivileged writer may still use on the filesystem holding
+/// `dir` (`statvfs`: `f_bavail` blocks of `f_frsize` bytes).
+fn free_space(dir: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("{}: path has a NUL byte", dir.display()))?;
+    // SAFETY: an all-zero statvfs is a valid value for the call to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(anyhow::anyhow!("{}: statvfs: {e}", dir.display()));
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ by target
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 pub fn run(ctx: &Context, a: SyncArgs) -> Result<ExitCode> {
     let store = ctx.open()?;
     let filters = filters(&a.filters)?;
@@ -142,6 +161,7 @@ pub fn run(ctx: &Context, a: SyncArgs) -> Result<ExitCode> {
         content_id: a.content_id.as_deref(),
         filters: &filters,
         fetch: FetchOptions::default(),
+        free_space: Some(free_space(store.root())?),
     };
     let display = Display::new(a.quiet || a.dry.dry_run);
     let flight = Mutex::new(BTreeSet::new());
@@ -167,14 +187,25 @@ pub fn run(ctx: &Context, a: SyncArgs) -> Result<ExitCode> {
     for f in &report.failures {
         eprintln!("mountctl: sync failed: {}: {}", f.what, f.reason);
     }
-    let verb = if a.dry.dry_run { "would add" } else { "added" };
+    // A dry run downloads nothing: its figures are the plan's.
+    let (files, bytes) = if a.dry.dry_run {
+        let planned = report.downloads.iter().map(|d| d.size).sum();
+        (report.downloads.len(), planned)
+    } else {
+        (report.downloaded, report.bytes)
+    };
+    let (add, remove, download) = if a.dry.dry_run {
+        ("would add", "would remove", "to download")
+    } else {
+        ("added", "removed", "downloaded")
+    };
     println!(
-        "{}: {verb} {} version(s), removed {}; {} blob(s) downloaded ({} bytes), {} already in the pool; generation {}{}",
+        "{}: {add} {} version(s), {remove} {}; {} blob(s) {download} ({} bytes), {} already in the pool; generation {}{}",
         a.stream,
         report.added.len(),
         report.removed.len(),
-        report.downloaded,
-        report.bytes,
+        files,
+        bytes,
         report.in_pool,
         report.generation,
         if report.failures.is_empty() {
