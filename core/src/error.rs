@@ -46,9 +46,20 @@ pub enum Error {
     #[error("{what}: data file missing: {path}")]
     MissingData { what: String, path: PathBuf },
 
-    /// A path no template explains, a version that does not exist, …
+    /// A path that no path template of the stream (and no pending item)
+    /// explains, or a file that belongs to no product: the input has no
+    /// place in the stream.
     #[error("{0}")]
-    NotFound(String),
+    Unexplained(String),
+
+    /// Something asked for by name is not there: a version to promote, a
+    /// file or URL of a mirror, a content id of an index.
+    #[error("{0}")]
+    Missing(String),
+
+    /// No store at this directory (no `store.toml`).
+    #[error("{}: no store here (store.toml missing; create one with `mountctl init`)", .0.display())]
+    NoStore(PathBuf),
 
     /// The operation is not allowed on that object (writing into a published
     /// item, promoting onto an existing version, …).
@@ -113,7 +124,9 @@ impl Error {
             | Error::UnknownStream(_)
             | Error::Checksum { .. }
             | Error::MissingData { .. }
-            | Error::NotFound(_)
+            | Error::Unexplained(_)
+            | Error::Missing(_)
+            | Error::NoStore(_)
             | Error::Refused(_)
             | Error::Usage(_)
             | Error::Signature(_)

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use fuser::{INodeNo, Notifier};
 
-use crate::fs::{Known, StreamFs};
+use crate::fs::{KernelHeld, StreamFs};
 
 #[derive(Default)]
 pub struct KernelCaches {
@@ -55,20 +55,20 @@ impl KernelCaches {
         self.drop_listings(fs, Some(&known));
         for (ino, k) in &known {
             match k {
-                Known::File => {
+                KernelHeld::File => {
                     let _ = n.inval_inode(INodeNo(*ino), 0, 0);
                 }
-                Known::Gone { parent, name } => {
+                KernelHeld::Gone { parent, name } => {
                     let _ = n.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name));
                 }
-                Known::Dir | Known::Item | Known::Doc => {}
+                KernelHeld::Dir | KernelHeld::Item | KernelHeld::Doc => {}
             }
         }
     }
 
     /// [`KernelCaches::sync`], for the inodes `known` (all known ones when
     /// None).
-    fn drop_listings(&self, fs: &StreamFs, known: Option<&[(u64, Known)]>) {
+    fn drop_listings(&self, fs: &StreamFs, known: Option<&[(u64, KernelHeld)]>) {
         let Some(n) = self.notifier.get() else {
             return;
         };
@@ -89,9 +89,9 @@ impl KernelCaches {
             // Offset 0 drops a directory's cached listing with its
             // attributes; a negative offset drops only the attributes.
             let offset = match k {
-                Known::Dir => 0,
-                Known::File | Known::Item | Known::Gone { .. } => -1,
-                Known::Doc => continue,
+                KernelHeld::Dir => 0,
+                KernelHeld::File | KernelHeld::Item | KernelHeld::Gone { .. } => -1,
+                KernelHeld::Doc => continue,
             };
             let _ = n.inval_inode(INodeNo(*ino), offset, 0);
         }

@@ -17,12 +17,14 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::Denied(_) => libc::EACCES,
         FsError::NotPermitted(_) => libc::EPERM,
         FsError::Invalid(_) => libc::EINVAL,
+        FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::Busy(_) => libc::EBUSY,
         FsError::BadHandle => libc::EBADF,
         FsError::Stale => libc::ESTALE,
         FsError::Failed(_) => libc::EIO,
         FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
         FsError::Core(c) => core_errno(c),
+        FsError::Refused { reason, .. } => errno(reason),
     }
 }
 
@@ -36,10 +38,10 @@ fn core_errno(e: &Error) -> i32 {
         // Data that does not match its declared size or sha256: the writer
         // learns it at close (ARCHITECTURE.md §3).
         Error::Checksum { .. } | Error::MissingData { .. } => libc::EIO,
-        // In the mount, core reports NotFound for a path no template or
-        // pending item explains, or a version to promote that is not there:
-        // the operation is refused.
-        Error::NotFound(_) => libc::EACCES,
+        // A path no template or pending item explains: the write is
+        // refused, whoever makes it.
+        Error::Unexplained(_) => libc::EACCES,
+        Error::Missing(_) | Error::NoStore(_) => libc::ENOENT,
         Error::Refused(_) => libc::EPERM,
         Error::Locked(_) => libc::EBUSY,
         Error::NoSpace { .. } => libc::ENOSPC,

@@ -1,7 +1,10 @@
-//! The fuser adapter: unpacks kernel requests, calls the filesystem API,
-//! replies. Only the decisions about the kernel protocol live here: FUSE
-//! passthrough for pool blobs, opens answered by the kernel on read-only
-//! mounts, and cache lifetimes.
+//! The fuser adapter: unpacks kernel requests, calls the filesystem API
+//! (`crate::fs`), replies. Every failure goes through [`failed`], which logs
+//! each refusal once and maps the error to its errno (`crate::errno`). Only
+//! the decisions about the kernel protocol live here: FUSE passthrough for
+//! pool blobs, opens answered by the kernel on read-only mounts, which
+//! requests the mount declines for good (ENOSYS), and dropping the kernel's
+//! caches after a request that committed.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,18 +19,31 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::caches::KernelCaches;
 use crate::errno::errno;
-use crate::fs::{Attr, Caller, FsError, Kind, OpenMode, StreamFs};
+use crate::fs::{
+    Attr, AttrChange, Caller, Created, DirEntry, DirectoryPlusReplier, DirectoryReplier, FsError,
+    Kind, OpenMode, StreamFs, tracking_commits,
+};
+
+/// How reads of pool blobs reach them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Opens are answered by the kernel (see [`FuseFs::open`]): read-only
+    /// mounts only.
+    KernelOpens,
+    /// FUSE passthrough: the kernel reads the blob file itself.
+    Passthrough,
+    /// Every read is answered by the daemon.
+    Daemon,
+}
 
 /// The mounted filesystem.
 pub struct FuseFs {
     fs: Arc<StreamFs>,
-    passthrough: bool,
-    /// Opens are answered by the kernel (see [`FuseFs::open`]).
-    kernel_opens: bool,
+    reads: Reads,
     /// Passthrough needs one backing id per inode while any handle is open.
     backing: Mutex<Backing>,
     warned_daemon_reads: AtomicBool,
@@ -48,32 +64,21 @@ struct Backing {
 }
 
 impl FuseFs {
-    /// `kernel_opens`: the mount is read-only, and opens are to be answered
-    /// by the kernel (see [`FuseFs::open`]); passthrough is then not used.
-    pub fn new(
-        fs: Arc<StreamFs>,
-        passthrough: bool,
-        kernel_opens: bool,
-        caches: Arc<KernelCaches>,
-    ) -> FuseFs {
+    pub fn new(fs: Arc<StreamFs>, reads: Reads, caches: Arc<KernelCaches>) -> FuseFs {
         FuseFs {
             fs,
-            passthrough: passthrough && !kernel_opens,
-            kernel_opens,
+            reads,
             backing: Mutex::new(Backing::default()),
             warned_daemon_reads: AtomicBool::new(false),
             caches,
         }
     }
 
-    /// Runs a request that may commit; when it did (the generation moved),
-    /// the kernel's caches are dropped before it is answered (see
-    /// [`crate::caches`]). Requests that commit nothing (a reader's
-    /// RELEASE, most of them) pay two reads of the generation.
-    fn committing<T, E>(&self, op: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        let before = self.fs.generation();
-        let r = op();
-        if self.fs.generation() != before {
+    /// Runs a request that may commit; when it did, the kernel's caches
+    /// are dropped before it is answered (see [`crate::caches`]).
+    fn committing<T>(&self, op: impl FnOnce() -> T) -> T {
+        let (r, committed) = tracking_commits(op);
+        if committed {
             self.caches.sync(&self.fs);
         }
         r
@@ -92,8 +97,8 @@ impl FuseFs {
     fn dropping_entries<T>(
         &self,
         names: &[(INodeNo, &OsStr)],
-        op: impl FnOnce() -> Result<T, Errno>,
-    ) -> Result<T, Errno> {
+        op: impl FnOnce() -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
         let inos: Vec<u64> = names
             .iter()
             .filter_map(|(parent, name)| self.fs.entry_dropped(parent.0, name.to_str()?))
@@ -136,29 +141,43 @@ fn thread_group(tid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn err(e: &FsError) -> Errno {
-    Errno::from_i32(errno(e))
-}
-
-/// Longest name a directory entry may have, as on every Linux filesystem
-/// (the kernel lets FUSE names up to 1024 bytes through).
-const NAME_MAX: usize = 255;
-
-/// A name to create: `ENAMETOOLONG` past [`NAME_MAX`], `EINVAL` when not
-/// UTF-8 (simplestreams paths are JSON strings).
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    if name.len() > NAME_MAX {
-        return Err(Errno::ENAMETOOLONG);
+/// The errno for a failed request. A refusal (the filesystem layer says
+/// what was refused and why) is logged here, once, as a warning; other
+/// failures (a name not there, a handle gone) are what callers ask about
+/// every day, and only traced.
+fn failed(e: FsError) -> Errno {
+    if matches!(e, FsError::Refused { .. }) {
+        warn!("{e}");
+    } else {
+        debug!("{e}");
     }
-    name.to_str().ok_or(Errno::EINVAL)
+    Errno::from_i32(errno(&e))
 }
 
-/// A name to look up: one that could never have been created is simply
-/// not there, except that an overlong one is `ENAMETOOLONG` as elsewhere.
-fn lookup_name(name: &OsStr) -> Result<&str, Errno> {
-    match name_str(name) {
-        Err(e) if e == Errno::EINVAL => Err(Errno::ENOENT),
-        r => r,
+/// Replies to a request that yields a value with `ok`, or with its error
+/// through [`failed`].
+macro_rules! reply {
+    ($reply:expr, $r:expr, |$v:pat_param| $ok:expr) => {
+        match $r {
+            Ok($v) => $ok,
+            Err(e) => $reply.error(failed(e)),
+        }
+    };
+}
+
+/// Declines a request for good: the kernel answers every later one of its
+/// kind itself (see the callers for what each saves).
+macro_rules! unsupported {
+    ($reply:expr) => {
+        $reply.error(Errno::ENOSYS)
+    };
+}
+
+fn kind(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -186,11 +205,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         mtime: t,
         ctime: t,
         crtime: t,
-        kind: match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-            Kind::Symlink => FileType::Symlink,
-        },
+        kind: kind(a.kind),
         perm: a.perm,
         nlink: if a.kind == Kind::Dir { 2 } else { 1 },
         uid: a.uid,
@@ -226,38 +241,40 @@ impl Filesystem for FuseFs {
         {
             warn!("the kernel offers no atomic O_TRUNC: rewrites of existing items are refused");
         }
-        if self.kernel_opens {
-            info!(
+        match self.reads {
+            Reads::KernelOpens => info!(
                 "read-only mount: opens answered by the kernel, reads served from its page cache"
-            );
-        } else if self.passthrough {
-            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(2).is_ok();
-            if !ok {
-                self.passthrough = false;
-                warn!("the kernel offers no FUSE passthrough: reads are answered by the daemon");
-            } else {
-                info!("FUSE passthrough enabled for pool blobs");
+            ),
+            Reads::Passthrough => {
+                let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                    && config.set_max_stack_depth(2).is_ok();
+                if ok {
+                    info!("FUSE passthrough enabled for pool blobs");
+                } else {
+                    self.reads = Reads::Daemon;
+                    warn!(
+                        "the kernel offers no FUSE passthrough: reads are answered by the daemon"
+                    );
+                }
             }
+            Reads::Daemon => {}
         }
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = lookup_name(name).and_then(|n| self.fs.lookup(parent.0, n).map_err(|e| err(&e)));
-        match r {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply!(reply, self.fs.lookup(parent.0, name), |a| reply.entry(
+            &ttl(&a),
+            &file_attr(&a),
+            Generation(0)
+        ))
     }
 
     /// An open file's attributes are those of its number (see
     /// [`StreamFs::getattr`]): the handle is not needed.
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(&e)),
-        }
+        reply!(reply, self.fs.getattr(ino.0), |a| reply
+            .attr(&ttl(&a), &file_attr(&a)))
     }
 
     fn setattr(
@@ -279,22 +296,20 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         // The kernel sends ctime alone with other changes; it is not one.
-        let attrs =
-            mode.is_some() || uid.is_some() || gid.is_some() || atime.is_some() || mtime.is_some();
-        match self.committing(|| {
-            self.fs
-                .setattr(caller(req), ino.0, fh.map(|f| f.0), size, attrs)
-        }) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
-            Err(e) => reply.error(err(&e)),
-        }
+        let change = AttrChange {
+            size,
+            other: mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || atime.is_some()
+                || mtime.is_some(),
+        };
+        let r = self.committing(|| self.fs.setattr(caller(req), ino.0, fh.map(|f| f.0), change));
+        reply!(reply, r, |a| reply.attr(&ttl(&a), &file_attr(&a)))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
-            Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => reply.error(err(&e)),
-        }
+        reply!(reply, self.fs.readlink(ino.0), |t| reply.data(t.as_bytes()))
     }
 
     fn mkdir(
@@ -306,39 +321,23 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = name_str(name)
-            .and_then(|n| self.fs.mkdir(caller(req), parent.0, n).map_err(|e| err(&e)));
-        match r {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply!(reply, self.fs.mkdir(caller(req), parent.0, name), |a| {
+            reply.entry(&ttl(&a), &file_attr(&a), Generation(0))
+        })
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.dropping_entries(&[(parent, name)], || {
-            name_str(name).and_then(|n| {
-                self.fs
-                    .unlink(caller(req), parent.0, n)
-                    .map_err(|e| err(&e))
-            })
+            self.fs.unlink(caller(req), parent.0, name)
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply!(reply, r, |()| reply.ok())
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.dropping_entries(&[(parent, name)], || {
-            self.committing(|| {
-                name_str(name)
-                    .and_then(|n| self.fs.rmdir(caller(req), parent.0, n).map_err(|e| err(&e)))
-            })
+            self.committing(|| self.fs.rmdir(caller(req), parent.0, name))
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply!(reply, r, |()| reply.ok())
     }
 
     fn symlink(
@@ -349,18 +348,13 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.committing(|| {
-            name_str(link_name).and_then(|n| {
-                self.fs
-                    .symlink(caller(req), parent.0, n, target)
-                    .map_err(|e| err(&e))
-            })
-        });
-        match r {
-            // A zero lifetime: the next lookup shows the promoted directory.
-            Ok(a) => reply.entry(&Duration::ZERO, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        let r = self.committing(|| self.fs.symlink(caller(req), parent.0, link_name, target));
+        // A zero lifetime: the next lookup shows the promoted directory.
+        reply!(reply, r, |a| reply.entry(
+            &Duration::ZERO,
+            &file_attr(&a),
+            Generation(0)
+        ))
     }
 
     fn rename(
@@ -373,37 +367,29 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if !flags.is_empty() {
-            warn!("refused rename with flags {flags}");
-            reply.error(Errno::EINVAL);
-            return;
-        }
         let r = self.dropping_entries(&[(parent, name), (newparent, newname)], || {
             self.committing(|| {
-                name_str(name).and_then(|n| {
-                    let nn = name_str(newname)?;
-                    self.fs
-                        .rename(caller(req), parent.0, n, newparent.0, nn)
-                        .map_err(|e| err(&e))
-                })
+                self.fs.rename(
+                    caller(req),
+                    (parent.0, name),
+                    (newparent.0, newname),
+                    flags.bits(),
+                )
             })
         });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply!(reply, r, |()| reply.ok())
     }
 
     fn link(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _newparent: INodeNo,
+        newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        warn!("refused link {newname:?} to inode {ino:?}: hard links are not supported");
-        reply.error(Errno::EPERM);
+        reply!(reply, self.fs.link(ino.0, newparent.0, newname), |a| reply
+            .entry(&ttl(&a), &file_attr(&a), Generation(0)))
     }
 
     /// On a mount whose opens the kernel answers, the first OPEN is
@@ -416,8 +402,8 @@ impl Filesystem for FuseFs {
     /// request to the daemon, as on a native filesystem: what nginx does
     /// per request. Only on read-only mounts, where no open can write.
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.kernel_opens {
-            return reply.error(Errno::ENOSYS);
+        if self.reads == Reads::KernelOpens {
+            return unsupported!(reply);
         }
         let mode = OpenMode {
             write: flags.acc_mode() != OpenAccMode::O_RDONLY,
@@ -430,7 +416,7 @@ impl Filesystem for FuseFs {
         };
         let opened = match self.fs.open(who, ino.0, mode) {
             Ok(o) => o,
-            Err(e) => return reply.error(err(&e)),
+            Err(e) => return reply.error(failed(e)),
         };
         let mut fl = FopenFlags::empty();
         if opened.direct_io {
@@ -442,7 +428,7 @@ impl Filesystem for FuseFs {
             fl |= FopenFlags::FOPEN_NOFLUSH;
         }
         if let Some(blob) = opened.backing {
-            if self.passthrough {
+            if self.reads == Reads::Passthrough {
                 let mut b = self.backing.lock().expect("backing lock");
                 let live = b
                     .by_inode
@@ -469,11 +455,13 @@ impl Filesystem for FuseFs {
                     Ok(None) => {
                         drop(b);
                         let _ = self.fs.release(opened.fh);
-                        warn!(
-                            "refused open of inode {}: its path names new content while its earlier content is still open (a path removed, reaped and inserted again); it opens once those readers close",
-                            ino.0
-                        );
-                        return reply.error(Errno::EBUSY);
+                        return reply.error(failed(FsError::Refused {
+                            op: "open",
+                            path: format!("of inode {}", ino.0),
+                            reason: Box::new(FsError::Busy(
+                                "its path names new content while its earlier content is still open (a path removed, reaped and inserted again); it opens once those readers close".into(),
+                            )),
+                        }));
                     }
                     Err(e) => warn!("passthrough refused for inode {}: {e}", ino.0),
                 }
@@ -508,10 +496,7 @@ impl Filesystem for FuseFs {
         } else {
             self.fs.read(fh.0, offset, size)
         };
-        match r {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(err(&e)),
-        }
+        reply!(reply, r, |d| reply.data(&d))
     }
 
     fn write(
@@ -526,10 +511,8 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(err(&e)),
-        }
+        reply!(reply, self.fs.write(fh.0, offset, data), |n| reply
+            .written(n))
     }
 
     fn flush(
@@ -540,16 +523,14 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        if self.kernel_opens {
+        if self.reads == Reads::KernelOpens {
             // Nothing to flush on a read-only mount: ENOSYS stops the
             // FLUSH the kernel sends at every close of a file it opened
             // itself (no FOPEN_NOFLUSH without an OPEN reply).
-            return reply.error(Errno::ENOSYS);
+            return unsupported!(reply);
         }
-        match self.committing(|| self.fs.flush(fh.0, writing_caller(req))) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
+        let r = self.committing(|| self.fs.flush(fh.0, writing_caller(req)));
+        reply!(reply, r, |()| reply.ok())
     }
 
     fn release(
@@ -571,10 +552,8 @@ impl Filesystem for FuseFs {
                 b.by_inode.remove(&ino.0);
             }
         }
-        match self.committing(|| self.fs.release(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
+        let r = self.committing(|| self.fs.release(fh.0));
+        reply!(reply, r, |()| reply.ok())
     }
 
     fn fsync(
@@ -597,21 +576,9 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.fs.readdir(ino.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(err(&e)),
-        };
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            let kind = match kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-                Kind::Symlink => FileType::Symlink,
-            };
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        reply!(reply, self.fs.readdir(ino.0, offset, &mut reply), |()| {
+            reply.ok()
+        })
     }
 
     /// Declining OPENDIR (ENOSYS) tells the kernel to stop sending
@@ -622,7 +589,7 @@ impl Filesystem for FuseFs {
     /// mount (create, mkdir, unlink, rmdir, rename, symlink), and by the
     /// generation watcher's inode invalidation at every commit for the rest.
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.error(Errno::ENOSYS);
+        unsupported!(reply)
     }
 
     fn readdirplus(
@@ -633,57 +600,11 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.fs.readdir_plus(ino.0, offset as usize) {
-            Ok(e) => e,
-            Err(e) => return reply.error(err(&e)),
-        };
-        let mut entries = entries.into_iter().zip(offset as usize..);
-        for ((ino, kind, name, attr), i) in entries.by_ref() {
-            let handed_out = attr.as_ref().map(|a| a.ino);
-            let full = match attr {
-                Some(a) => reply.add(
-                    INodeNo(a.ino),
-                    (i + 1) as u64,
-                    &name,
-                    &ttl(&a),
-                    &file_attr(&a),
-                    Generation(0),
-                ),
-                // Vanished meanwhile: listed, with attributes the kernel
-                // may not keep (a zero lifetime).
-                None => reply.add(
-                    INodeNo(ino),
-                    (i + 1) as u64,
-                    &name,
-                    &Duration::ZERO,
-                    &file_attr(&Attr {
-                        ino,
-                        kind,
-                        size: 0,
-                        mtime: 0,
-                        perm: 0o444,
-                        uid: 0,
-                        gid: 0,
-                        ttl_secs: 0,
-                    }),
-                    Generation(0),
-                ),
-            };
-            if full {
-                // This entry and the rest were not sent: the kernel holds
-                // no reference to them.
-                let rest = entries.map(|((.., a), i)| (a.map(|a| a.ino), i));
-                for (ino, i) in std::iter::once((handed_out, i)).chain(rest) {
-                    if let Some(ino) = ino
-                        && i > 1
-                    {
-                        self.fs.forget(ino, 1);
-                    }
-                }
-                break;
-            }
-        }
-        reply.ok();
+        reply!(
+            reply,
+            self.fs.readdir_plus(ino.0, offset, &mut reply),
+            |()| reply.ok()
+        )
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -691,16 +612,9 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // Everything is readable by whoever the mount lets in; writing is
-        // for root and the store's owner (checked again where it happens),
-        // so `test -w` answers what a write would.
-        match self.fs.getattr(ino.0) {
-            Ok(_) if mask.contains(fuser::AccessFlags::W_OK) && !self.fs.can_write(caller(req)) => {
-                reply.error(Errno::EACCES)
-            }
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
+        let write = mask.contains(fuser::AccessFlags::W_OK);
+        reply!(reply, self.fs.access(caller(req), ino.0, write), |()| reply
+            .ok())
     }
 
     fn mknod(
@@ -713,22 +627,8 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        // Regular files come through create(); devices, fifos and sockets
-        // have no place in a stream.
-        if !self.fs.can_write(caller(req)) {
-            warn!(
-                "refused mknod {name:?} in inode {}: uid {} may not write",
-                parent.0,
-                req.uid()
-            );
-            reply.error(Errno::EACCES);
-        } else {
-            warn!(
-                "refused mknod {name:?} in inode {}: only regular files are stored",
-                parent.0
-            );
-            reply.error(Errno::EPERM);
-        }
+        reply!(reply, self.fs.mknod(caller(req), parent.0, name), |a| reply
+            .entry(&ttl(&a), &file_attr(&a), Generation(0)))
     }
 
     /// The mount has no extended attributes. ENOSYS (rather than ENODATA
@@ -744,11 +644,11 @@ impl Filesystem for FuseFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::ENOSYS);
+        unsupported!(reply)
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        unsupported!(reply)
     }
 
     fn create(
@@ -761,27 +661,41 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = name_str(name).and_then(|n| {
-            self.fs
-                .create(writing_caller(req), parent.0, n)
-                .map_err(|e| err(&e))
-        });
-        match r {
-            Ok((a, o)) => {
-                let fl = if o.direct_io {
-                    FopenFlags::FOPEN_DIRECT_IO
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.created(
-                    &ttl(&a),
-                    &file_attr(&a),
-                    Generation(0),
-                    FileHandle(o.fh),
-                    fl,
-                )
-            }
-            Err(e) => reply.error(e),
-        }
+        let r = self.fs.create(writing_caller(req), parent.0, name);
+        reply!(reply, r, |Created { attr, opened }| {
+            let fl = if opened.direct_io {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                FopenFlags::empty()
+            };
+            reply.created(
+                &ttl(&attr),
+                &file_attr(&attr),
+                Generation(0),
+                FileHandle(opened.fh),
+                fl,
+            )
+        })
+    }
+}
+
+/// The kernel's listing reply: full once its buffer is.
+impl DirectoryReplier for ReplyDirectory {
+    fn add(&mut self, e: &DirEntry) -> bool {
+        !ReplyDirectory::add(self, INodeNo(e.ino), e.next_offset, kind(e.kind), &e.name)
+    }
+}
+
+impl DirectoryPlusReplier for ReplyDirectoryPlus {
+    fn add(&mut self, e: &DirEntry, a: &Attr) -> bool {
+        !ReplyDirectoryPlus::add(
+            self,
+            INodeNo(a.ino),
+            e.next_offset,
+            &e.name,
+            &ttl(a),
+            &file_attr(a),
+            Generation(0),
+        )
     }
 }

@@ -2,8 +2,8 @@
 //! (`fs`) that tests can call without a kernel, over `streamfs-core`'s store
 //! and commits (ARCHITECTURE.md §3). Inode numbers come from `inode`, errno values
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
-//! `reaper` reaps orphans while mounted, `verify` checks blobs before they
-//! are served, `caches` drops what the kernel caches at each new
+//! `reaper` reaps orphans while mounted (core decides what is due and
+//! verifies blobs before they are served), `caches` drops what the kernel caches at each new
 //! generation, `watchdog` tells systemd the session answers.
 
 pub mod caches;
@@ -14,5 +14,4 @@ pub mod fuse;
 pub mod inode;
 pub mod options;
 pub mod reaper;
-pub mod verify;
 pub mod watchdog;

@@ -23,32 +23,15 @@ pub fn keep_newest(
     max: usize,
     select: impl Fn(&str) -> bool,
 ) -> Result<Vec<VersionRef>> {
-    let mut victims = Vec::new();
-    {
-        let products = &txn.stream(stream)?.products;
-        for (pname, _) in products.products() {
-            if !select(pname) {
-                continue;
-            }
-            let mut versions: Vec<&String> = products
-                .versions(pname)
-                .map(|v| v.keys().collect())
-                .unwrap_or_default();
-            versions.sort();
-            versions.reverse();
-            for v in versions.into_iter().skip(max) {
-                victims.push(VersionRef {
-                    product: pname.clone(),
-                    version: v.clone(),
-                });
-            }
-        }
-    }
-    victims.sort();
-    for vr in &victims {
-        remove_version(txn, stream, vr)?;
-    }
-    Ok(victims)
+    let products: Vec<String> = txn
+        .stream(stream)?
+        .products
+        .products()
+        .keys()
+        .cloned()
+        .filter(|p| select(p))
+        .collect();
+    retire(txn, stream, &products, max, |_, _| true)
 }
 
 /// The stream's `keep` retention after an insert: the products that gained
@@ -69,9 +52,25 @@ pub fn retain_after_insert(
     if keep == 0 || added.is_empty() {
         return Ok(Vec::new());
     }
-    let products: std::collections::BTreeSet<&str> =
-        added.iter().map(|v| v.product.as_str()).collect();
+    let products: std::collections::BTreeSet<String> =
+        added.iter().map(|v| v.product.clone()).collect();
+    let products: Vec<String> = products.into_iter().collect();
     let pending = unpublishable_versions(txn.stream(stream)?, txn.store().pool());
+    retire(txn, stream, &products, keep, |p, v| {
+        !pending.contains(&(p.to_string(), v.to_string()))
+    })
+}
+
+/// The one retention loop: of each of `products`, the versions that
+/// `counts` (newest first, versions sorting as plain strings) past the
+/// `keep` newest are removed; returns them, sorted.
+fn retire(
+    txn: &mut Txn<'_>,
+    stream: &str,
+    products: &[String],
+    keep: usize,
+    counts: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<VersionRef>> {
     let mut victims = Vec::new();
     {
         let p = &txn.stream(stream)?.products;
@@ -82,12 +81,10 @@ pub fn retain_after_insert(
                 .unwrap_or_default();
             versions.sort();
             versions.reverse();
-            let published = versions
-                .into_iter()
-                .filter(|v| !pending.contains(&(product.to_string(), v.to_string())));
-            for v in published.skip(keep) {
+            let counted = versions.into_iter().filter(|v| counts(product, v));
+            for v in counted.skip(keep) {
                 victims.push(VersionRef {
-                    product: product.to_string(),
+                    product: product.clone(),
                     version: v.clone(),
                 });
             }

@@ -18,8 +18,9 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::store::StreamState;
 use crate::streams::Products;
+use crate::streams::aliases::expand_aliases;
 use crate::streams::filter::{ItemFilter, all_match};
-use crate::streams::flatten::{expand_aliases, flatten_expanded, inherited_version_attrs};
+use crate::streams::flatten::{flatten_expanded, inherited_version_attrs};
 
 /// A product version named in reports.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

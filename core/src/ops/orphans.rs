@@ -123,3 +123,51 @@ pub fn reap_orphans(
     txn.commit()?;
     Ok(report)
 }
+
+/// Whether some entry of `orphans` has been orphaned longer than `grace`.
+/// An entry whose time does not parse counts as due, so that the reaping
+/// reports it instead of a periodic caller skipping it silently forever.
+pub fn any_due(orphans: &Orphans, grace: Duration) -> bool {
+    let now = timefmt::now();
+    orphans
+        .entries
+        .values()
+        .any(|t| match timefmt::parse_rfc2822(t) {
+            Ok(since) => (now - since).to_std().unwrap_or_default() >= grace,
+            Err(_) => true,
+        })
+}
+
+/// The reaping a running mount does periodically: reads `orphans.json`
+/// without any lock and, only when an entry has been orphaned for longer
+/// than the store's grace, runs [`reap_orphans`] (under the writer lock,
+/// re-checking every blob against the live references). None when nothing
+/// was due, so an idle store costs one small file read.
+pub fn reap_due_orphans(store: &Store) -> Result<Option<ReapReport>> {
+    let grace = store.config().grace;
+    let orphans = Orphans::load(&store.orphans_path())?;
+    if !any_due(&orphans, grace) {
+        return Ok(None);
+    }
+    reap_orphans(store, grace, false, false, None).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entries_older_than_the_grace_are_due() {
+        let now = timefmt::now();
+        let mut o = Orphans::default();
+        o.entries.insert(
+            "pool/sha256/ab/ab".into(),
+            timefmt::rfc2822(timefmt::from_unix(now.timestamp() - 10)),
+        );
+        assert!(any_due(&o, Duration::from_secs(5)));
+        assert!(!any_due(&o, Duration::from_secs(60)));
+        o.entries
+            .insert("pool/sha256/cd/cd".into(), "not a time".into());
+        assert!(any_due(&o, Duration::from_secs(60)));
+    }
+}

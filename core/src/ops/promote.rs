@@ -5,7 +5,10 @@
 //! their paths and blobs: nothing is copied.
 
 use super::{VersionRef, check_paths_agree, expanded, item_paths, portable_version, put_version};
+use std::collections::BTreeSet;
+
 use crate::error::{Error, Result};
+use crate::relpath::RelPath;
 use crate::store::{CommitReport, Store, Txn};
 use crate::streams::filter::ItemFilter;
 use crate::timefmt;
@@ -26,6 +29,8 @@ pub struct PromoteRequest<'a> {
     /// The label to set; the target stream's `label` when `None`.
     pub label: Option<&'a str>,
     pub filters: &'a [ItemFilter],
+    /// Only these products (by source product id), when given.
+    pub products: Option<&'a BTreeSet<String>>,
     pub dry_run: bool,
 }
 
@@ -44,6 +49,54 @@ pub fn promote(store: &Store, req: &PromoteRequest<'_>) -> Result<PromoteReport>
         report.commit = Some(txn.commit()?);
     }
     Ok(report)
+}
+
+/// Promotes, within a transaction, the version of stream `from` whose
+/// items lie under `rel` (a version directory or below one: every product
+/// with an item there, at the one version those items have) into stream
+/// `to`: what a symlink from `to`'s `rel` to `from`'s does in the mount.
+pub fn promote_path_in(
+    txn: &mut Txn<'_>,
+    from: &str,
+    to: &str,
+    rel: &RelPath,
+) -> Result<PromoteReport> {
+    let mut products = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    for i in txn.stream(from)?.products.items() {
+        if i.path()
+            .and_then(|ip| RelPath::new(ip).ok())
+            .is_some_and(|ip| ip.is_under(rel.as_str()))
+        {
+            products.insert(i.product.to_string());
+            versions.insert(i.version.to_string());
+        }
+    }
+    let version = match (versions.len(), versions.first()) {
+        (1, Some(v)) if rel.as_str().split('/').any(|c| c == v) => v.clone(),
+        (0, _) => {
+            return Err(Error::Refused(format!(
+                "stream {from} has no items under {rel}"
+            )));
+        }
+        _ => {
+            return Err(Error::Refused(format!(
+                "{rel} is not a version directory (or below one) of stream {from}"
+            )));
+        }
+    };
+    promote_in(
+        txn,
+        &PromoteRequest {
+            from,
+            to,
+            version: &version,
+            label: None,
+            filters: &[],
+            products: Some(&products),
+            dry_run: false,
+        },
+    )
 }
 
 /// Promotes within a transaction (no commit).
@@ -69,7 +122,7 @@ pub fn promote_in(txn: &mut Txn<'_>, req: &PromoteRequest<'_>) -> Result<Promote
     let mut plan = Vec::new();
     let mut found = false;
     for (product, version) in src_state.products.version_keys() {
-        if version != req.version {
+        if version != req.version || req.products.is_some_and(|p| !p.contains(&product)) {
             continue;
         }
         found = true;
@@ -111,7 +164,7 @@ pub fn promote_in(txn: &mut Txn<'_>, req: &PromoteRequest<'_>) -> Result<Promote
         plan.push((src_vr, dst, data));
     }
     if !found {
-        return Err(Error::NotFound(format!(
+        return Err(Error::Missing(format!(
             "promote: stream {} has no version {}",
             req.from, req.version
         )));

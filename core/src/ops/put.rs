@@ -113,7 +113,7 @@ pub fn put_blob(
 
     let cfg = txn.store().config().stream(stream)?.clone();
     let placement = cfg.layout.place(p).ok_or_else(|| {
-        Error::NotFound(format!(
+        Error::Unexplained(format!(
             "stream {stream}: no path template and no pending item explains '{p}'"
         ))
     })?;
@@ -490,7 +490,7 @@ mod tests {
         let stray = RelPath::new("stray").unwrap();
         assert!(matches!(
             put_blob(&mut txn, "daily", &stray, staged(&s, b"x")),
-            Err(Error::NotFound(_))
+            Err(Error::Unexplained(_))
         ));
         // The declared kernel replaces the derived product only when the
         // metadata covers every one of its files; here the squashfs is not

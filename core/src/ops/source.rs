@@ -151,7 +151,7 @@ pub fn derive_from_files(root: &Path, cfg: &StreamConfig) -> Result<Source> {
     let mut shared = Vec::new();
     for rel in files {
         let placement = layout.place(rel.as_str()).ok_or_else(|| {
-            Error::NotFound(format!(
+            Error::Unexplained(format!(
                 "{}: no path template of the stream explains '{rel}'",
                 root.join(rel.as_str()).display()
             ))
@@ -190,7 +190,7 @@ pub fn derive_from_files(root: &Path, cfg: &StreamConfig) -> Result<Source> {
             .map(|(n, p)| (n.clone(), p.as_object().cloned().unwrap_or_default()))
             .collect();
         if targets.is_empty() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::Unexplained(format!(
                 "{}: '{}' belongs to no product (no kernel of that release and arch at version {})",
                 root.display(),
                 item["path"].as_str().unwrap_or_default(),

@@ -191,7 +191,7 @@ impl Reader<'_> {
             };
             return Ok((loc, true, body));
         }
-        Err(Error::NotFound(format!(
+        Err(Error::Missing(format!(
             "{}: not found",
             join(root, tries.last().expect("one try"))
         )))
@@ -218,7 +218,7 @@ fn load_upstream(
             let entries = parse_index(&loc, text.as_bytes())?;
             let Some(e) = entries.iter().find(|e| e.content_id == content_id) else {
                 let ids: Vec<&str> = entries.iter().map(|e| e.content_id.as_str()).collect();
-                return Err(Error::NotFound(format!(
+                return Err(Error::Missing(format!(
                     "{loc}: no content id '{content_id}' (it lists: {}); choose one with --content-id",
                     ids.join(", ")
                 )));

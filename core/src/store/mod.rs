@@ -28,6 +28,7 @@ pub mod orphans;
 pub mod pool;
 pub mod publish;
 pub mod state;
+pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -97,10 +98,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let cfg_path = root.join("store.toml");
         if !cfg_path.exists() {
-            return Err(Error::NotFound(format!(
-                "{}: no store here (store.toml missing; create one with `mountctl init`)",
-                root.display()
-            )));
+            return Err(Error::NoStore(root.to_path_buf()));
         }
         let config = Config::load(&cfg_path)?;
         Ok(Store {

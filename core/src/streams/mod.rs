@@ -1,6 +1,7 @@
 //! The simplestreams formats (ARCHITECTURE.md §1): index and products documents,
 //! flattening (inheritance and `_aliases`), condensing, filters and queries.
 
+pub mod aliases;
 pub mod condense;
 pub mod filter;
 pub mod flatten;

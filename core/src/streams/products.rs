@@ -64,25 +64,13 @@ impl Products {
     }
 
     pub fn from_map(file: &str, mut doc: Map<String, Value>) -> Result<Self> {
-        match doc.get("format") {
-            Some(Value::String(f)) if f == "products:1.0" => {}
-            Some(other) => {
-                return Err(Error::invalid(
-                    file,
-                    "format",
-                    format!("expected \"products:1.0\", found {other}"),
-                ));
-            }
-            None => {
-                return Err(Error::invalid(
-                    file,
-                    "format",
-                    "missing \"format\": not a products:1.0 document",
-                ));
-            }
-        }
+        check_format(
+            file,
+            doc.get("format")
+                .map(|f| (f.as_str(), f as &dyn std::fmt::Display)),
+        )?;
         if doc.contains_key("_aliases") {
-            crate::streams::flatten::expand_aliases(&mut doc.clone())
+            crate::streams::aliases::expand_aliases(&mut doc.clone())
                 .map_err(|r| Error::invalid(file, "_aliases", r))?;
         }
         let products = doc
@@ -422,6 +410,28 @@ pub(crate) fn check_item_fields<'v, F: JsonNode + 'v>(
         ));
     }
     Ok(())
+}
+
+/// The `format` of a products document, as found (its text when a string,
+/// and how to show it): `products:1.0` or an error naming what was found.
+/// Shared by [`Products::from_map`] and the query's borrowed tree.
+pub(crate) fn check_format(
+    file: &str,
+    format: Option<(Option<&str>, &dyn std::fmt::Display)>,
+) -> Result<()> {
+    match format {
+        Some((Some("products:1.0"), _)) => Ok(()),
+        Some((_, other)) => Err(Error::invalid(
+            file,
+            "format",
+            format!("expected \"products:1.0\", found {other}"),
+        )),
+        None => Err(Error::invalid(
+            file,
+            "format",
+            "missing \"format\": not a products:1.0 document",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -43,8 +43,8 @@ use parallel::{PARALLEL_MIN_PRODUCTS, PRODUCTS_PER_CHUNK, in_order};
 pub use pprint::pformat;
 pub use pyfmt::{Entries, FormatError, PercentFormat, dict_repr, repr};
 
+use super::aliases::ALIASES;
 use super::filter::ItemFilter;
-use super::flatten::ALIASES;
 use super::index::parse_index;
 use super::products::{check_product, check_products};
 use crate::error::{Error, IoContext, Result};
@@ -151,23 +151,11 @@ struct Selected<'d> {
 /// level (its products are checked by [`check_product`], all of them
 /// before anything of the document is printed).
 fn check_products_doc(file: &str, doc: &Object) -> Result<()> {
-    match doc.get("format") {
-        Some(Node::String(f)) if f == "products:1.0" => {}
-        Some(other) => {
-            return Err(Error::invalid(
-                file,
-                "format",
-                format!("expected \"products:1.0\", found {other}"),
-            ));
-        }
-        None => {
-            return Err(Error::invalid(
-                file,
-                "format",
-                "missing \"format\": not a products:1.0 document",
-            ));
-        }
-    }
+    crate::streams::products::check_format(
+        file,
+        doc.get("format")
+            .map(|f| (f.as_str(), f as &dyn std::fmt::Display)),
+    )?;
     if doc.get("content_id").is_none() {
         return Err(Error::invalid(file, "content_id", "missing"));
     }

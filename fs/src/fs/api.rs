@@ -26,10 +26,6 @@ pub struct Attr {
     pub ttl_secs: u64,
 }
 
-/// A READDIRPLUS entry: inode, kind, name, attributes (none when the entry
-/// vanished meanwhile).
-pub type PlusEntry = (u64, Kind, String, Option<Attr>);
-
 /// Who asks.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -54,6 +50,23 @@ pub struct OpenMode {
     pub truncate: bool,
 }
 
+/// What a `setattr` asks to change.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttrChange {
+    /// A new size (`truncate`).
+    pub size: Option<u64>,
+    /// Mode, owner or times: accepted without effect (see
+    /// [`StreamFs::setattr`]).
+    pub other: bool,
+}
+
+/// A file created and opened (`creat`).
+#[derive(Debug)]
+pub struct Created {
+    pub attr: Attr,
+    pub opened: Opened,
+}
+
 /// An open file.
 #[derive(Debug)]
 pub struct Opened {
@@ -69,7 +82,7 @@ pub struct Opened {
 /// What an inode handed to the kernel is now (see
 /// [`StreamFs::known_inodes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Known {
+pub enum KernelHeld {
     Dir,
     /// A number that follows its path (a file being written, one created
     /// under its path's number): what it names can change at a commit.

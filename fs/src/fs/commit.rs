@@ -5,6 +5,21 @@
 use super::*;
 use streamfs_core::store::{CommitReport, Txn};
 
+thread_local! {
+    /// Commits made on this thread: a request is served on one thread, so
+    /// [`tracking_commits`] learns whether that request committed.
+    static COMMITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `op` (one request) and says whether it committed a generation of
+/// the mount's own: the adapter then drops the kernel's caches before
+/// answering (see `crate::caches`).
+pub fn tracking_commits<T>(op: impl FnOnce() -> T) -> (T, bool) {
+    let before = COMMITS.get();
+    let r = op();
+    (r, COMMITS.get() != before)
+}
+
 /// What a commit's operation returned, with the commit's report.
 pub(super) struct Committed<T> {
     pub(super) value: T,
@@ -33,6 +48,7 @@ impl StreamFs {
         let mut txn = self.store.begin()?;
         let value = op(&mut txn)?;
         let report = txn.commit()?;
+        COMMITS.set(COMMITS.get() + 1);
         self.reload();
         Ok(Committed { value, report })
     }

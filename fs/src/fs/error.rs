@@ -24,6 +24,9 @@ pub enum FsError {
     NotPermitted(String),
     #[error("{0}")]
     Invalid(String),
+    /// A name longer than a directory entry may be (`NAME_MAX`).
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
     #[error("{0}")]
     Busy(String),
     /// An inode number that no longer stands for what its path holds.
@@ -38,12 +41,37 @@ pub enum FsError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Core(#[from] Error),
+    /// A request refused, with what was refused: the adapter logs it once
+    /// (one line: the operation, the path, the reason) and maps `reason`.
+    #[error("refused {op} {path}: {reason}")]
+    Refused {
+        op: &'static str,
+        path: String,
+        reason: Box<FsError>,
+    },
+}
+
+impl FsError {
+    /// Why the operation failed, without the refusal's context.
+    pub fn into_reason(self) -> FsError {
+        match self {
+            FsError::Refused { reason, .. } => reason.into_reason(),
+            e => e,
+        }
+    }
 }
 
 pub type FsResult<T> = Result<T, FsError>;
 
-/// Logs a refusal (one line, what and why) and returns it.
-pub(super) fn refuse(e: FsError, op: &str, path: &str) -> FsError {
-    warn!("refused {op} {path}: {e}");
-    e
+/// `e` as the refusal of `op` on `path`, for the adapter to log once.
+pub(super) fn refuse(e: FsError, op: &'static str, path: &str) -> FsError {
+    match e {
+        // Refused further down already: that refusal names the path.
+        e @ FsError::Refused { .. } => e,
+        e => FsError::Refused {
+            op,
+            path: path.to_string(),
+            reason: Box::new(e),
+        },
+    }
 }

@@ -35,7 +35,13 @@ impl StreamFs {
         }
         if !mode.write {
             // rsync reads its staging file back before the rename.
-            let parked = match self.work.lock().expect("work lock").parked.get(&path) {
+            let parked = match self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .parked
+                .get(&path)
+            {
                 Some(Parked::Blob(st)) => Some(Handle::Read(File::open(st.staging_path())?)),
                 Some(Parked::Meta(b)) => Some(Handle::Bytes(b.clone())),
                 None => None,
@@ -53,7 +59,7 @@ impl StreamFs {
                     let file = self
                         .blobs
                         .open(self.store.pool(), &f.blob.sha256)
-                        .map_err(|e| refuse(e, "open", &path))?;
+                        .map_err(|e| refuse(e.into(), "open", &path))?;
                     let backing = file.try_clone().ok().map(|file| BlobFile {
                         file,
                         sha256: f.blob.sha256.clone(),
@@ -94,7 +100,7 @@ impl StreamFs {
     }
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
-        let r = self.finish(fh, None);
+        let r = self.insert_at_close(fh, None);
         self.handles.lock().expect("handles lock").remove(&fh);
         r
     }

@@ -5,9 +5,9 @@ use super::*;
 impl StreamFs {
     pub(super) fn open_writer(&self, path: &str, caller: Caller) -> FsResult<Opened> {
         let writer = self.store.pool().writer()?;
-        self.work
+        self.in_flight
             .lock()
-            .expect("work lock")
+            .expect("in-flight lock")
             .writing
             .insert(path.to_string(), 0);
         Ok(Opened {
@@ -27,7 +27,7 @@ impl StreamFs {
     /// Checks that data written at `path` could be inserted: a pending item
     /// declared by metadata, or a path the stream's templates explain.
     pub(super) fn check_insertable(&self, path: &str) -> FsResult<()> {
-        let Some(Place { stream, rel }) = split(path) else {
+        let Some(StreamPath { stream, rel }) = split(path) else {
             return Err(FsError::Denied("the root holds only streams".into()));
         };
         let cfg = self
@@ -60,7 +60,7 @@ impl StreamFs {
         caller: Caller,
         parent: u64,
         name: &str,
-        op: &str,
+        op: &'static str,
     ) -> FsResult<(String, Arc<View>)> {
         let p = self.path_of(parent)?;
         let path = join(&p, name);
@@ -78,10 +78,10 @@ impl StreamFs {
     }
 
     /// A handle writing a document into `streams/v1/` (see
-    /// `Work::meta_writers`).
+    /// `InFlight::meta_writers`).
     pub(super) fn open_meta(&self, path: &str, caller: Caller) -> Opened {
         {
-            let mut w = self.work.lock().expect("work lock");
+            let mut w = self.in_flight.lock().expect("in-flight lock");
             *w.meta_writers.entry(path.to_string()).or_default() += 1;
             w.writing.entry(path.to_string()).or_insert(0);
         }
@@ -97,13 +97,19 @@ impl StreamFs {
     }
 
     /// `creat`/`open(O_CREAT)` of a new file.
-    pub fn create(&self, caller: Caller, parent: u64, name: &str) -> FsResult<(Attr, Opened)> {
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: impl AsRef<OsStr>,
+    ) -> FsResult<Created> {
+        let name = name_to_create(name.as_ref())?;
         let path = join(&self.path_of(parent)?, name);
         let concurrent_doc = split(&path).is_some_and(|p| is_v1(p.rel))
             && self
-                .work
+                .in_flight
                 .lock()
-                .expect("work lock")
+                .expect("in-flight lock")
                 .meta_writers
                 .contains_key(&path);
         if concurrent_doc {
@@ -111,10 +117,13 @@ impl StreamFs {
             self.may_write(caller, "create", &path)?;
             let view = self.current();
             let opened = self.open_meta(&path, caller);
-            return Ok((self.attr_of(&view, &path, &Node::Pending(0)), opened));
+            return Ok(Created {
+                attr: self.attr_of(&view, &path, &Node::Pending(0)),
+                opened,
+            });
         }
         let (path, view) = self.new_entry(caller, parent, name, "create")?;
-        let Some(Place { rel, .. }) = split(&path) else {
+        let Some(StreamPath { rel, .. }) = split(&path) else {
             return Err(refuse(
                 FsError::Denied("the root holds only streams".into()),
                 "create",
@@ -129,7 +138,7 @@ impl StreamFs {
             self.open_writer(&path, caller)?
         };
         let attr = self.attr_of(&view, &path, &Node::Pending(0));
-        Ok((attr, opened))
+        Ok(Created { attr, opened })
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
@@ -142,9 +151,9 @@ impl StreamFs {
                 ..
             } => {
                 w.write_at(offset, data)?;
-                self.work
+                self.in_flight
                     .lock()
-                    .expect("work lock")
+                    .expect("in-flight lock")
                     .writing
                     .insert(path.clone(), w.len());
             }
@@ -154,9 +163,9 @@ impl StreamFs {
                     buf.resize(end, 0);
                 }
                 buf[offset as usize..end].copy_from_slice(data);
-                self.work
+                self.in_flight
                     .lock()
-                    .expect("work lock")
+                    .expect("in-flight lock")
                     .writing
                     .insert(path.clone(), buf.len() as u64);
             }
@@ -182,12 +191,12 @@ impl StreamFs {
     /// inserts. A caller of unknown process (one in another pid namespace)
     /// is taken for the opener.
     pub fn flush(&self, fh: u64, caller: Caller) -> FsResult<()> {
-        self.finish(fh, Some(caller))
+        self.insert_at_close(fh, Some(caller))
     }
 
     /// Inserts what handle `fh` holds: at a FLUSH from `closer`, or at the
     /// RELEASE (`closer` None).
-    pub(super) fn finish(&self, fh: u64, closer: Option<Caller>) -> FsResult<()> {
+    pub(super) fn insert_at_close(&self, fh: u64, closer: Option<Caller>) -> FsResult<()> {
         let Some(h) = self.handle(fh) else {
             return Ok(());
         };
@@ -226,8 +235,8 @@ impl StreamFs {
             Handle::Meta { path, buf, .. } => {
                 let r = self.insert_closed(&path, Parked::Meta(buf));
                 // Copies of the same products file may be written at once
-                // (`Work::meta_writers`): the path is free when the last ends.
-                let mut w = self.work.lock().expect("work lock");
+                // (`InFlight::meta_writers`): the path is free when the last ends.
+                let mut w = self.in_flight.lock().expect("in-flight lock");
                 let n = w.meta_writers.get(&path).map_or(0, |n| n.saturating_sub(1));
                 if n == 0 {
                     w.meta_writers.remove(&path);
@@ -239,7 +248,11 @@ impl StreamFs {
             }
             _ => return Ok(()),
         };
-        self.work.lock().expect("work lock").writing.remove(&path);
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .writing
+            .remove(&path);
         r
     }
 
@@ -249,9 +262,9 @@ impl StreamFs {
     pub(super) fn insert_closed(&self, path: &str, written: Parked) -> FsResult<()> {
         let name = path.rsplit('/').next().unwrap_or(path);
         if staging_target(name).is_some() {
-            self.work
+            self.in_flight
                 .lock()
-                .expect("work lock")
+                .expect("in-flight lock")
                 .parked
                 .insert(path.to_string(), written);
             return Ok(());
@@ -267,7 +280,7 @@ impl StreamFs {
     }
 
     pub(super) fn insert_blob(&self, path: &str, staged: Staged) -> FsResult<()> {
-        let Some(Place { stream, rel }) = split(path) else {
+        let Some(StreamPath { stream, rel }) = split(path) else {
             return Err(FsError::NotFound);
         };
         let rel = RelPath::new(rel).map_err(FsError::Invalid)?;
@@ -295,7 +308,7 @@ impl StreamFs {
     /// by metadata; an index (a build's own) and signatures are accepted and
     /// ignored, since the mount generates and signs its own.
     pub(super) fn insert_meta(&self, path: &str, buf: &[u8]) -> FsResult<()> {
-        let Some(Place { stream, .. }) = split(path) else {
+        let Some(StreamPath { stream, .. }) = split(path) else {
             return Err(FsError::NotFound);
         };
         let name = path.rsplit('/').next().unwrap_or(path);
@@ -335,11 +348,12 @@ impl StreamFs {
         Ok(())
     }
 
-    pub fn mkdir(&self, caller: Caller, parent: u64, name: &str) -> FsResult<Attr> {
+    pub fn mkdir(&self, caller: Caller, parent: u64, name: impl AsRef<OsStr>) -> FsResult<Attr> {
+        let name = name_to_create(name.as_ref())?;
         let (path, view) = self.new_entry(caller, parent, name, "mkdir")?;
         let ok = match split(&path) {
             None => false,
-            Some(Place { stream, rel }) => {
+            Some(StreamPath { stream, rel }) => {
                 !rel.is_empty()
                     && !rel.starts_with("streams/")
                     && rel != "streams"
@@ -357,29 +371,45 @@ impl StreamFs {
                 &path,
             ));
         }
-        self.work
+        self.in_flight
             .lock()
-            .expect("work lock")
+            .expect("in-flight lock")
             .dirs
             .insert(path.clone());
         Ok(self.attr_of(&view, &path, &Node::Dir))
     }
 
     /// `rename`: rsync's staging file onto its final name is the insert.
+    /// `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`, …) are refused: an
+    /// insert replaces nothing and exchanges nothing.
     pub fn rename(
         &self,
         caller: Caller,
-        parent: u64,
-        name: &str,
-        newparent: u64,
-        newname: &str,
+        (parent, name): (u64, impl AsRef<OsStr>),
+        (newparent, newname): (u64, impl AsRef<OsStr>),
+        flags: u32,
     ) -> FsResult<()> {
+        let (name, newname) = (
+            name_to_create(name.as_ref())?,
+            name_to_create(newname.as_ref())?,
+        );
+        if flags != 0 {
+            return Err(refuse(
+                FsError::Invalid(format!("flags {flags:#x} are not supported")),
+                "rename",
+                &join(&self.path_of(parent)?, name),
+            ));
+        }
         let from = join(&self.path_of(parent)?, name);
         let to = join(&self.path_of(newparent)?, newname);
         self.may_write(caller, "rename", &from)?;
         let same_stream = split(&from).map(|p| p.stream) == split(&to).map(|p| p.stream);
         let parked = if same_stream {
-            self.work.lock().expect("work lock").parked.remove(&from)
+            self.in_flight
+                .lock()
+                .expect("in-flight lock")
+                .parked
+                .remove(&from)
         } else {
             None
         };
@@ -412,20 +442,19 @@ impl StreamFs {
         }
     }
 
-    /// `chmod`, `chown`, `utimes` (`attrs`) succeed without effect; a size
-    /// change is only possible on data being written. Either is a write:
-    /// refused to whoever may not write, so that nobody else truncates an
-    /// insert in progress or sees a `touch` succeed.
+    /// `chmod`, `chown`, `utimes` ([`AttrChange::other`]) succeed without
+    /// effect; a size change is only possible on data being written. Either
+    /// is a write: refused to whoever may not write, so that nobody else
+    /// truncates an insert in progress or sees a `touch` succeed.
     pub fn setattr(
         &self,
         caller: Caller,
         ino: u64,
         fh: Option<u64>,
-        size: Option<u64>,
-        attrs: bool,
+        AttrChange { size, other }: AttrChange,
     ) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
-        if size.is_some() || attrs {
+        if size.is_some() || other {
             let op = if size.is_some() {
                 "truncate"
             } else {
@@ -446,9 +475,9 @@ impl StreamFs {
                         writer: Some(w), ..
                     } => {
                         w.set_len(size)?;
-                        self.work
+                        self.in_flight
                             .lock()
-                            .expect("work lock")
+                            .expect("in-flight lock")
                             .writing
                             .insert(path.clone(), size);
                         done = true;

@@ -8,14 +8,14 @@ impl StreamFs {
     }
 
     pub(super) fn resolve(&self, view: &View, path: &str) -> Option<Node> {
-        let Some(Place { stream, rel }) = split(path) else {
+        let Some(StreamPath { stream, rel }) = split(path) else {
             return Some(Node::Dir);
         };
         let sv = view.streams.get(stream)?;
         if rel.is_empty() || rel == "streams" || rel == "streams/v1" {
             return Some(Node::Dir);
         }
-        let w = self.work.lock().expect("work lock");
+        let w = self.in_flight.lock().expect("in-flight lock");
         if let Some(name) = rel.strip_prefix("streams/v1/") {
             if let Some(doc) = sv.generated.get(name) {
                 return Some(Node::Generated(doc.clone()));
@@ -58,7 +58,7 @@ impl StreamFs {
                     mtime: f.mtime,
                 },
             ),
-            // Registered when handed to the kernel (see `hand_out`).
+            // Registered when handed to the kernel (see `record_handed_out`).
             Node::Generated(d) => d.ino,
             Node::Dir => self.inodes.register_dir(path),
             Node::Pending(_) => self.inodes.register(path),
@@ -68,7 +68,7 @@ impl StreamFs {
     /// Records that the kernel is handed the entry of `node` at `path` (a
     /// LOOKUP or READDIRPLUS reply): a document's file stays open until
     /// the kernel forgets it ([`StreamFs::forget`]).
-    pub(super) fn hand_out(&self, path: &str, node: &Node) {
+    pub(super) fn record_handed_out(&self, path: &str, node: &Node) {
         if let Node::Generated(d) = node {
             self.inodes.hand_out_doc(path, d);
         }
@@ -145,14 +145,14 @@ impl StreamFs {
     }
 
     /// [`StreamFs::stat_path`]; `handing_out` when the answer is an entry
-    /// given to the kernel (see [`StreamFs::hand_out`]).
+    /// given to the kernel (see [`StreamFs::record_handed_out`]).
     pub(super) fn stat(&self, path: &str, handing_out: bool) -> FsResult<Attr> {
         self.flush_before_metadata(path);
         let view = self.current();
         if self
-            .work
+            .in_flight
             .lock()
-            .expect("work lock")
+            .expect("in-flight lock")
             .links
             .remove(path)
             .is_some()
@@ -173,12 +173,13 @@ impl StreamFs {
         }
         let node = self.resolve(&view, path).ok_or(FsError::NotFound)?;
         if handing_out {
-            self.hand_out(path, &node);
+            self.record_handed_out(path, &node);
         }
         Ok(self.attr_of(&view, path, &node))
     }
 
-    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    pub fn lookup(&self, parent: u64, name: impl AsRef<OsStr>) -> FsResult<Attr> {
+        let name = name_to_find(name.as_ref())?;
         let p = self.path_of(parent)?;
         let path = join(&p, name);
         if self.is_unfinished_doc(&path) {
@@ -201,7 +202,7 @@ impl StreamFs {
         if !matches!(self.resolve(&view, path), Some(Node::Pending(_))) {
             return false;
         }
-        let w = self.work.lock().expect("work lock");
+        let w = self.in_flight.lock().expect("in-flight lock");
         w.meta_writers.contains_key(path) && !w.parked.contains_key(path)
     }
 
@@ -221,7 +222,7 @@ impl StreamFs {
             // An item number whose path came to name other content (or
             // none): files open on it keep their attributes (`fstat` asks
             // without a handle). The kernel's entry for the path is dropped
-            // by the generation watcher (`Known::Gone`), so a lookup
+            // by the generation watcher (`KernelHeld::Gone`), so a lookup
             // by path finds the new content.
             let node = Node::Blob(FileInfo {
                 blob: BlobRef {

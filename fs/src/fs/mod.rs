@@ -11,6 +11,7 @@
 //! with its reason.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -20,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use streamfs_core::ops::promote::{PromoteRequest, promote_in};
+use streamfs_core::ops::promote::promote_path_in;
 use streamfs_core::ops::put::{insert_metadata, put_blob};
 use streamfs_core::ops::remove::remove_path;
 use streamfs_core::relpath::RelPath;
@@ -28,12 +29,11 @@ use streamfs_core::store::pool::{BlobWriter, Staged};
 use streamfs_core::store::publish::unpublishable_versions;
 use streamfs_core::store::{BlobRef, Snapshot, Store};
 use streamfs_core::streams::Products;
-use streamfs_core::streams::filter::ItemFilter;
 use streamfs_core::{Error, timefmt};
 use tracing::{debug, info, warn};
 
 use crate::inode::{Content, Doc, InodeTable, ItemStamp, ROOT, doc_ino, ino_of, item_ino};
-use crate::verify::BlobVerifier;
+use streamfs_core::store::verify::BlobVerifier;
 
 mod api;
 mod commit;
@@ -49,16 +49,19 @@ mod remove;
 mod state;
 #[cfg(test)]
 mod tests;
+mod unsupported;
 mod view;
 
-pub use api::{Attr, BlobFile, Caller, Kind, Known, OpenMode, Opened, PlusEntry};
+pub use api::{Attr, AttrChange, BlobFile, Caller, Created, KernelHeld, Kind, OpenMode, Opened};
+pub use commit::tracking_commits;
 pub use error::{FsError, FsResult};
+pub use listing::{DirEntry, DirectoryPlusReplier, DirectoryReplier};
 pub use paths::staging_target;
 
 use commit::Committed;
 use error::refuse;
-use paths::{Place, is_v1, join, parent_of, split};
-use state::{Handle, Parked, Work};
+use paths::{StreamPath, is_v1, join, name_to_create, name_to_find, parent_of, split};
+use state::{Handle, InFlight, Parked};
 use view::{FileInfo, Node, View};
 
 /// How long the kernel may keep the entries and attributes of items and
@@ -100,7 +103,7 @@ pub struct StreamFs {
     reloading: Mutex<()>,
     /// One commit of pending removals at a time.
     flushing: Mutex<()>,
-    work: Mutex<Work>,
+    in_flight: Mutex<InFlight>,
     handles: Mutex<HashMap<u64, Arc<Mutex<Handle>>>>,
     next_fh: AtomicU64,
     /// Blobs are hashed before they are served (see `verify`).
@@ -132,7 +135,7 @@ impl StreamFs {
             view_changed: Condvar::new(),
             reloading: Mutex::new(()),
             flushing: Mutex::new(()),
-            work: Mutex::new(Work::default()),
+            in_flight: Mutex::new(InFlight::default()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         })
@@ -166,7 +169,7 @@ impl StreamFs {
 
     /// Every inode handed to the kernel and what it is now, for cache
     /// invalidation.
-    pub fn known_inodes(&self) -> Vec<(u64, Known)> {
+    pub fn known_inodes(&self) -> Vec<(u64, KernelHeld)> {
         let view = self.current();
         self.inodes
             .all()
@@ -174,21 +177,21 @@ impl StreamFs {
             .map(|n| {
                 let (ino, path) = (n.ino, n.path);
                 let known = match (n.content, self.resolve(&view, &path)) {
-                    (Some(Content::Doc(_)), _) => Known::Doc,
+                    (Some(Content::Doc(_)), _) => KernelHeld::Doc,
                     (Some(Content::Item(i)), Some(Node::Blob(f))) if f.blob.sha256 == i.sha256 => {
-                        Known::Item
+                        KernelHeld::Item
                     }
-                    (_, Some(Node::Dir)) => Known::Dir,
+                    (_, Some(Node::Dir)) => KernelHeld::Dir,
                     // Entries the kernel keeps an hour, leading where the
                     // path no longer does; unless the kernel dropped the
                     // entry itself: telling it again takes the directory's
                     // lock (see `KernelCaches::drop_all`). Other numbers'
                     // entries are not cached.
-                    (Some(Content::Item(_) | Content::Dir), _) if !n.dropped => Known::Gone {
+                    (Some(Content::Item(_) | Content::Dir), _) if !n.dropped => KernelHeld::Gone {
                         parent: ino_of(parent_of(&path)),
                         name: path.rsplit('/').next().unwrap_or(&path).to_string(),
                     },
-                    _ => Known::File,
+                    _ => KernelHeld::File,
                 };
                 (ino, known)
             })
@@ -221,7 +224,22 @@ impl StreamFs {
         caller.uid == 0 || caller.uid == self.owner.0
     }
 
-    fn may_write(&self, caller: Caller, op: &str, path: &str) -> FsResult<()> {
+    /// `access(2)`: everything is readable by whoever the mount lets in;
+    /// writing is for root and the store's owner (checked again where it
+    /// happens), so `test -w` answers what a write would. Not a refusal
+    /// worth a log line: it is a question.
+    pub fn access(&self, caller: Caller, ino: u64, write: bool) -> FsResult<()> {
+        self.getattr(ino)?;
+        if write && !self.can_write(caller) {
+            return Err(FsError::Denied(format!(
+                "uid {} is neither root nor the store's owner",
+                caller.uid
+            )));
+        }
+        Ok(())
+    }
+
+    fn may_write(&self, caller: Caller, op: &'static str, path: &str) -> FsResult<()> {
         if self.read_only {
             return Err(refuse(
                 FsError::Core(Error::ReadOnly {

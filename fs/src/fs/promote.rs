@@ -1,17 +1,8 @@
-//! `symlink`: a promotion of a version from one stream to another.
+//! `symlink`: a promotion of a version from one stream to another. The
+//! mount decides what a link means (its target, the two streams, the same
+//! path in both); core's `promote_path_in` decides what the path promotes.
 
 use super::*;
-
-pub(super) fn escape_regex(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
 
 impl StreamFs {
     /// `ln -s TARGET LINK`: a promotion when TARGET is a version directory
@@ -20,17 +11,18 @@ impl StreamFs {
         &self,
         caller: Caller,
         parent: u64,
-        name: &str,
+        name: impl AsRef<OsStr>,
         target: &Path,
     ) -> FsResult<Attr> {
+        let name = name_to_create(name.as_ref())?;
         let p = self.path_of(parent)?;
         let path = join(&p, name);
         self.may_write(caller, "symlink", &path)?;
         self.promote_link(&p, &path, target)
             .map_err(|e| refuse(e, "symlink", &format!("{path} -> {}", target.display())))?;
-        self.work
+        self.in_flight
             .lock()
-            .expect("work lock")
+            .expect("in-flight lock")
             .links
             .insert(path.clone(), target.display().to_string());
         self.stat_path(&path)
@@ -56,58 +48,15 @@ impl StreamFs {
                 from.rel, to.stream, from.stream
             )));
         }
-        let view = self.current();
-        let src = view
-            .snapshot
-            .streams
-            .get(from.stream)
-            .ok_or(FsError::NotFound)?;
-        if self.resolve(&view, path).is_some() {
+        if self.resolve(&self.current(), path).is_some() {
             return Err(FsError::Exists);
         }
-        let mut products = BTreeSet::new();
-        let mut versions = BTreeSet::new();
-        for i in src.products.items() {
-            if i.path()
-                .and_then(|ip| RelPath::new(ip).ok())
-                .is_some_and(|ip| ip.is_under(from.rel))
-            {
-                products.insert(i.product.to_string());
-                versions.insert(i.version.to_string());
-            }
-        }
-        let version = match (versions.len(), versions.first()) {
-            (1, Some(v)) if from.rel.split('/').any(|c| c == v) => v.clone(),
-            (0, _) => {
-                return Err(FsError::NotPermitted(format!(
-                    "stream {} has no items under {}",
-                    from.stream, from.rel
-                )));
-            }
-            _ => {
-                return Err(FsError::NotPermitted(format!(
-                    "{} is not a version directory (or below one) of stream {}",
-                    from.rel, from.stream
-                )));
-            }
-        };
-        let alternation: Vec<String> = products.iter().map(|p| escape_regex(p)).collect();
-        let filter = ItemFilter::parse(&format!("product_name~^({})$", alternation.join("|")))?;
+        let rel = RelPath::new(from.rel).map_err(FsError::Invalid)?;
         let Committed {
             value: report,
             report: c,
         } = self.commit(|txn| {
-            let report = promote_in(
-                txn,
-                &PromoteRequest {
-                    from: from.stream,
-                    to: to.stream,
-                    version: &version,
-                    label: None,
-                    filters: &[filter],
-                    dry_run: false,
-                },
-            )?;
+            let report = promote_path_in(txn, from.stream, to.stream, &rel)?;
             if report.added.is_empty() {
                 return Err(FsError::Exists);
             }

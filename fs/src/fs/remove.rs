@@ -29,7 +29,7 @@ impl StreamFs {
     pub fn flush_removals(&self) -> FsResult<()> {
         let _one = self.flushing.lock().expect("flush lock");
         let batch: Vec<(String, bool)> = {
-            let w = self.work.lock().expect("work lock");
+            let w = self.in_flight.lock().expect("in-flight lock");
             w.removing.iter().map(|(p, d)| (p.clone(), *d)).collect()
         };
         if batch.is_empty() {
@@ -48,7 +48,7 @@ impl StreamFs {
                 .iter()
                 .copied()
                 .filter(|f| {
-                    split(f).is_some_and(|Place { stream, rel }| {
+                    split(f).is_some_and(|StreamPath { stream, rel }| {
                         view.streams
                             .get(stream)
                             .is_some_and(|sv| sv.files.contains_key(rel))
@@ -61,7 +61,7 @@ impl StreamFs {
         } else {
             self.commit_removals(&files)
         };
-        let mut w = self.work.lock().expect("work lock");
+        let mut w = self.in_flight.lock().expect("in-flight lock");
         for (p, _) in &batch {
             w.removing.remove(p);
         }
@@ -92,7 +92,7 @@ impl StreamFs {
             .commit_now(|txn| {
                 let mut n = 0;
                 for path in files {
-                    if let Some(Place { stream, rel }) = split(path) {
+                    if let Some(StreamPath { stream, rel }) = split(path) {
                         n += remove_path(txn, stream, rel)?;
                     }
                 }
@@ -118,9 +118,9 @@ impl StreamFs {
     /// generation watcher calls this).
     pub fn flush_removals_older_than(&self, window: Duration) {
         let due = self
-            .work
+            .in_flight
             .lock()
-            .expect("work lock")
+            .expect("in-flight lock")
             .removing_since
             .is_some_and(|t| t.elapsed() >= window);
         if due && let Err(e) = self.flush_removals() {
@@ -131,25 +131,31 @@ impl StreamFs {
     /// Reading generated metadata commits pending removals first.
     pub(super) fn flush_before_metadata(&self, path: &str) {
         if split(path).is_some_and(|p| is_v1(p.rel))
-            && !self.work.lock().expect("work lock").removing.is_empty()
+            && !self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .removing
+                .is_empty()
             && let Err(e) = self.flush_removals()
         {
             warn!("committing removals before reading {path}: {e}");
         }
     }
 
-    pub fn unlink(&self, caller: Caller, parent: u64, name: &str) -> FsResult<()> {
+    pub fn unlink(&self, caller: Caller, parent: u64, name: impl AsRef<OsStr>) -> FsResult<()> {
+        let name = name_to_create(name.as_ref())?;
         let p = self.path_of(parent)?;
         let path = join(&p, name);
         self.may_write(caller, "unlink", &path)?;
         {
-            let mut w = self.work.lock().expect("work lock");
+            let mut w = self.in_flight.lock().expect("in-flight lock");
             if w.parked.remove(&path).is_some() {
                 return Ok(());
             }
         }
         let view = self.current();
-        let Some(Place { stream, rel }) = split(&path) else {
+        let Some(StreamPath { stream, rel }) = split(&path) else {
             return Err(FsError::NotPermitted("the root holds only streams".into()));
         };
         match self.resolve(&view, &path) {
@@ -176,7 +182,7 @@ impl StreamFs {
             .streams
             .get(stream)
             .is_some_and(|st| st.shared.contains_key(rel));
-        let mut w = self.work.lock().expect("work lock");
+        let mut w = self.in_flight.lock().expect("in-flight lock");
         if (!view.streams[stream].files.contains_key(rel) && !kept)
             || w.removing.contains_key(&path)
         {
@@ -191,12 +197,13 @@ impl StreamFs {
         Ok(())
     }
 
-    pub fn rmdir(&self, caller: Caller, parent: u64, name: &str) -> FsResult<()> {
+    pub fn rmdir(&self, caller: Caller, parent: u64, name: impl AsRef<OsStr>) -> FsResult<()> {
+        let name = name_to_create(name.as_ref())?;
         let p = self.path_of(parent)?;
         let path = join(&p, name);
         self.may_write(caller, "rmdir", &path)?;
         let view = self.current();
-        let Some(Place { stream, rel }) = split(&path) else {
+        let Some(StreamPath { stream, rel }) = split(&path) else {
             return Err(FsError::NotPermitted("the root holds only streams".into()));
         };
         match self.resolve(&view, &path) {
@@ -212,7 +219,7 @@ impl StreamFs {
             ));
         }
         let flush = {
-            let mut w = self.work.lock().expect("work lock");
+            let mut w = self.in_flight.lock().expect("in-flight lock");
             if w.removing.contains_key(&path) {
                 return Err(FsError::NotFound);
             }

@@ -31,8 +31,11 @@ pub(super) enum Parked {
     Meta(Vec<u8>),
 }
 
+/// What the mount holds between requests and not in any generation yet:
+/// directories made ahead of their items, files being written or parked,
+/// promotions to show once, removals not committed yet.
 #[derive(Default)]
-pub(super) struct Work {
+pub(super) struct InFlight {
     /// Directories made by `mkdir` (or left by removals) that no item names
     /// yet: what `cp -r` and `rm -r` need between their steps. Mount paths.
     pub(super) dirs: BTreeSet<String>,

@@ -21,7 +21,7 @@ fn mkdirs(fs: &StreamFs, path: &str) -> u64 {
 }
 
 fn write_file(fs: &StreamFs, dir: u64, name: &str, data: &[u8]) -> FsResult<()> {
-    let (_, o) = fs.create(ROOT_CALLER, dir, name)?;
+    let Created { opened: o, .. } = fs.create(ROOT_CALLER, dir, name)?;
     fs.write(o.fh, 0, data)?;
     fs.release(o.fh)
 }
@@ -29,16 +29,16 @@ fn write_file(fs: &StreamFs, dir: u64, name: &str, data: &[u8]) -> FsResult<()> 
 #[test]
 fn the_root_lists_the_streams_and_each_stream_its_metadata() {
     let (_d, fs) = fs();
-    let names: Vec<String> = fs.readdir(ROOT).unwrap().into_iter().map(|e| e.2).collect();
+    let names: Vec<String> = fs.list(ROOT).unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(names, [".", "..", "daily", "released"]);
     let daily = fs.lookup(ROOT, "daily").unwrap();
     let streams = fs.lookup(daily.ino, "streams").unwrap();
     let v1 = fs.lookup(streams.ino, "v1").unwrap();
     let files: Vec<String> = fs
-        .readdir(v1.ino)
+        .list(v1.ino)
         .unwrap()
         .into_iter()
-        .map(|e| e.2)
+        .map(|e| e.name)
         .collect();
     assert!(files.contains(&"index.json".to_string()), "{files:?}");
 }
@@ -56,22 +56,23 @@ fn a_file_closed_at_a_template_path_is_inserted_and_unlinked_again() {
     // Not explained by any template: refused at create.
     let top = fs.lookup(ROOT, "daily").unwrap().ino;
     assert!(matches!(
-        write_file(&fs, top, "stray", b"x"),
+        write_file(&fs, top, "stray", b"x").map_err(FsError::into_reason),
         Err(FsError::Denied(_))
     ));
     // Nobody but root and the owner writes.
     assert!(matches!(
-        fs.create(Caller::user(4242), dir, "boot-initrd"),
+        fs.create(Caller::user(4242), dir, "boot-initrd")
+            .map_err(FsError::into_reason),
         Err(FsError::Denied(_))
     ));
     fs.unlink(ROOT_CALLER, dir, "boot-kernel").unwrap();
-    assert_eq!(fs.readdir(dir).unwrap().len(), 2);
+    assert_eq!(fs.list(dir).unwrap().len(), 2);
     // Still readable by path until reaped.
     assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
     // The emptied directory stays until rmdir, as `rm -r` expects.
     let up = fs.ino("daily/noble/amd64/20250101/ga-24.04");
     fs.rmdir(ROOT_CALLER, up, "generic").unwrap();
-    let listed: Vec<String> = fs.readdir(up).unwrap().into_iter().map(|e| e.2).collect();
+    let listed: Vec<String> = fs.list(up).unwrap().into_iter().map(|e| e.name).collect();
     assert!(!listed.contains(&"generic".to_string()), "{listed:?}");
     // …while the removed path below it stays resolvable.
     let generic = fs.lookup(up, "generic").unwrap();
@@ -79,7 +80,7 @@ fn a_file_closed_at_a_template_path_is_inserted_and_unlinked_again() {
 }
 
 fn names(fs: &StreamFs, dir: u64) -> Vec<String> {
-    fs.readdir(dir).unwrap().into_iter().map(|e| e.2).collect()
+    fs.list(dir).unwrap().into_iter().map(|e| e.name).collect()
 }
 
 /// A version with items in two kernel directories and a shared file.
@@ -119,11 +120,13 @@ fn rm_r_of_a_version_directory_is_one_commit_with_listings_changed_at_once() {
     assert_eq!(names(&fs, g), [".", "..", "boot-initrd"]);
     assert_eq!(fs.lookup(g, "boot-kernel").unwrap().size, 2, "readable");
     assert!(matches!(
-        fs.unlink(ROOT_CALLER, g, "boot-kernel"),
+        fs.unlink(ROOT_CALLER, g, "boot-kernel")
+            .map_err(FsError::into_reason),
         Err(FsError::NotFound)
     ));
     assert!(matches!(
-        fs.rmdir(ROOT_CALLER, ga, "generic"),
+        fs.rmdir(ROOT_CALLER, ga, "generic")
+            .map_err(FsError::into_reason),
         Err(FsError::NotEmpty)
     ));
     fs.unlink(ROOT_CALLER, g, "boot-initrd").unwrap();
@@ -179,12 +182,12 @@ fn two_products_files_of_the_same_name_written_at_once_are_both_merged() {
         )
     };
     // Copies of builds whose products files share a name.
-    let (_, a) = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
-    let (attr, b) = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
+    let Created { opened: a, .. } = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
+    let Created { attr, opened: b } = fs.create(ROOT_CALLER, v1, "build.json").unwrap();
     // Unfinished documents are their writers' own: a lookup does not
     // see them (a `cp` then creates its own with O_EXCL)…
     assert!(matches!(
-        fs.lookup(v1, "build.json"),
+        fs.lookup(v1, "build.json").map_err(FsError::into_reason),
         Err(FsError::NotFound)
     ));
     // …and a writer reopening the name by its inode gets one of its own.
@@ -218,29 +221,60 @@ fn two_products_files_of_the_same_name_written_at_once_are_both_merged() {
 fn only_root_and_the_owner_truncate_or_touch() {
     let (_d, fs) = fs();
     let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
-    let (a, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+    let Created { attr: a, opened: o } = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
     fs.write(o.fh, 0, b"kernel").unwrap();
     let other = Caller::user(4242);
     assert!(!fs.can_write(other));
     // Nobody else shortens an insert in progress, by path or otherwise.
     assert!(matches!(
-        fs.setattr(other, a.ino, None, Some(0), false),
+        fs.setattr(
+            other,
+            a.ino,
+            None,
+            AttrChange {
+                size: Some(0),
+                other: false
+            }
+        )
+        .map_err(FsError::into_reason),
         Err(FsError::Denied(_))
     ));
     assert!(matches!(
-        fs.setattr(other, a.ino, None, None, true),
+        fs.setattr(
+            other,
+            a.ino,
+            None,
+            AttrChange {
+                size: None,
+                other: true
+            }
+        )
+        .map_err(FsError::into_reason),
         Err(FsError::Denied(_))
     ));
     // A plain getattr-like setattr changes nothing and is anyone's.
-    assert_eq!(fs.setattr(other, a.ino, None, None, false).unwrap().size, 6);
+    assert_eq!(
+        fs.setattr(other, a.ino, None, AttrChange::default())
+            .unwrap()
+            .size,
+        6
+    );
     fs.release(o.fh).unwrap();
     let a = fs.lookup(dir, "boot-kernel").unwrap();
     assert_eq!(a.size, 6);
     // The owner's `cp -a` sets attributes without effect.
     assert_eq!(
-        fs.setattr(ROOT_CALLER, a.ino, None, None, true)
-            .unwrap()
-            .size,
+        fs.setattr(
+            ROOT_CALLER,
+            a.ino,
+            None,
+            AttrChange {
+                size: None,
+                other: true
+            }
+        )
+        .unwrap()
+        .size,
         6
     );
 }
@@ -251,14 +285,14 @@ fn only_root_and_the_owner_truncate_or_touch() {
 fn a_close_before_any_write_leaves_the_file_open_for_the_shell_redirect() {
     let (_d, fs) = fs();
     let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
-    let (_, o) = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
+    let Created { opened: o, .. } = fs.create(ROOT_CALLER, dir, "boot-kernel").unwrap();
     fs.flush(o.fh, ROOT_CALLER).unwrap();
     assert_eq!(fs.write(o.fh, 0, b"kernel").unwrap(), 6);
     fs.flush(o.fh, ROOT_CALLER).unwrap();
     fs.release(o.fh).unwrap();
     assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
     // An empty file is inserted at the last close.
-    let (_, o) = fs.create(ROOT_CALLER, dir, "boot-initrd").unwrap();
+    let Created { opened: o, .. } = fs.create(ROOT_CALLER, dir, "boot-initrd").unwrap();
     fs.flush(o.fh, ROOT_CALLER).unwrap();
     fs.release(o.fh).unwrap();
     let a = fs.lookup(dir, "boot-initrd").unwrap();
@@ -279,7 +313,7 @@ fn a_close_by_another_process_than_the_opener_does_not_insert() {
         process: Some(101),
         ..opener
     };
-    let (_, o) = fs.create(opener, dir, "boot-kernel").unwrap();
+    let Created { opened: o, .. } = fs.create(opener, dir, "boot-kernel").unwrap();
     assert_eq!(fs.write(o.fh, 0, b"first").unwrap(), 5);
     fs.flush(o.fh, child).unwrap();
     assert_eq!(fs.write(o.fh, 5, b"second").unwrap(), 6);
@@ -287,7 +321,7 @@ fn a_close_by_another_process_than_the_opener_does_not_insert() {
     assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 11);
     fs.release(o.fh).unwrap();
     // An opener gone before its child: the last close inserts.
-    let (_, o) = fs.create(opener, dir, "boot-initrd").unwrap();
+    let Created { opened: o, .. } = fs.create(opener, dir, "boot-initrd").unwrap();
     assert_eq!(fs.write(o.fh, 0, b"initrd").unwrap(), 6);
     fs.flush(o.fh, child).unwrap();
     assert_eq!(fs.write(o.fh, 6, b"!").unwrap(), 1);
@@ -310,8 +344,13 @@ fn rsync_staging_files_are_inserted_at_their_rename() {
     write_file(&fs, dir, ".boot-kernel.AbC123", b"k").unwrap();
     assert!(fs.lookup(dir, "boot-kernel").is_err());
     assert_eq!(fs.lookup(dir, ".boot-kernel.AbC123").unwrap().size, 1);
-    fs.rename(ROOT_CALLER, dir, ".boot-kernel.AbC123", dir, "boot-kernel")
-        .unwrap();
+    fs.rename(
+        ROOT_CALLER,
+        (dir, ".boot-kernel.AbC123"),
+        (dir, "boot-kernel"),
+        0,
+    )
+    .unwrap();
     assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 1);
     assert!(fs.lookup(dir, ".boot-kernel.AbC123").is_err());
 }
@@ -361,7 +400,58 @@ fn a_document_number_reads_its_generation_until_forgotten() {
     let kernel = fs.lookup(dir, "boot-kernel").unwrap().ino;
     assert_eq!(fs.read_by_inode(kernel, 0, 100).unwrap(), b"kernel");
     assert!(matches!(
-        fs.read_by_inode(dir, 0, 10),
+        fs.read_by_inode(dir, 0, 10).map_err(FsError::into_reason),
         Err(FsError::BadHandle)
     ));
+}
+
+/// A READDIRPLUS reply with room for `room` entries.
+struct Room {
+    room: usize,
+    names: Vec<String>,
+}
+
+impl DirectoryPlusReplier for Room {
+    fn add(&mut self, e: &DirEntry, _attr: &Attr) -> bool {
+        if self.names.len() == self.room {
+            return false;
+        }
+        self.names.push(e.name.clone());
+        true
+    }
+}
+
+/// Documents the kernel holds (handed out and not forgotten).
+fn docs_held(fs: &StreamFs) -> usize {
+    fs.inodes
+        .all()
+        .into_iter()
+        .filter(|n| matches!(n.content, Some(Content::Doc(_))))
+        .count()
+}
+
+#[test]
+fn a_listing_hands_out_only_the_entries_the_reply_took() {
+    let (_d, fs) = fs();
+    let daily = fs.lookup(ROOT, "daily").unwrap();
+    let streams = fs.lookup(daily.ino, "streams").unwrap();
+    let v1 = fs.lookup(streams.ino, "v1").unwrap().ino;
+    let docs = fs.list(v1).unwrap().len() - 2;
+    assert!(docs > 0);
+    // Room for `.`, `..` and one document: one document held.
+    let mut reply = Room {
+        room: 3,
+        names: vec![],
+    };
+    fs.readdir_plus(v1, 0, &mut reply).unwrap();
+    assert_eq!(reply.names.len(), 3);
+    assert_eq!(docs_held(&fs), 1);
+    // The rest from where the reply stopped: every document held once.
+    let mut reply = Room {
+        room: usize::MAX,
+        names: vec![],
+    };
+    fs.readdir_plus(v1, 3, &mut reply).unwrap();
+    assert_eq!(reply.names.len(), docs - 1);
+    assert_eq!(docs_held(&fs), docs);
 }

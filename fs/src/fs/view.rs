@@ -167,7 +167,7 @@ impl StreamFs {
                     *v = nv.clone();
                 }
                 self.view_changed.notify_all();
-                let mut w = self.work.lock().expect("work lock");
+                let mut w = self.in_flight.lock().expect("in-flight lock");
                 // Directories made by mkdir that now hold items exist
                 // through them: forgetting them lets a directory go when
                 // its items go without `rmdir` (keep retention, clean-md).

@@ -12,6 +12,7 @@ pub fn run(ctx: &Context, a: PromoteArgs) -> Result<ExitCode> {
     let report = promote(
         &store,
         &PromoteRequest {
+            products: None,
             from: &a.from,
             to: &a.to,
             version: &a.version,

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::pyfmt::{Entries, write_dict_pair, write_dict_repr};
 use super::tree::{Node, Object};
 use crate::error::Result;
+use crate::streams::aliases::ALIASES;
 use crate::streams::filter::ItemFilter;
-use crate::streams::flatten::ALIASES;
 
 /// A flattened item borrowing its strings from the document: what
 /// `flatten::flatten_expanded` computes (same keys, values, order, checked

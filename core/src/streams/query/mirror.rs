@@ -161,7 +161,7 @@ impl<'h> Mirror<'h> {
     }
 
     fn not_found(&self, path: &str) -> Error {
-        Error::NotFound(format!("{}: no such file or URL", self.url(path)))
+        Error::Missing(format!("{}: no such file or URL", self.url(path)))
     }
 
     fn payload(&self, path: &str, bytes: Vec<u8>) -> Result<String> {

@@ -1,4 +1,5 @@
-//! Blobs are checked against their names before the mount serves them.
+//! Blobs are checked against their names before they are served (by the
+//! mount, which keeps one [`BlobVerifier`] while mounted).
 //!
 //! A pool blob is named by its sha256, and the mount must never hand out
 //! bytes that do not hash to it (a flipped bit on disk, a file edited
@@ -29,11 +30,11 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-use streamfs_core::store::Pool;
-use streamfs_core::store::pool::hash_file;
 use tracing::error;
 
-use crate::fs::{FsError, FsResult};
+use crate::error::{Error, IoContext, Result};
+use crate::store::Pool;
+use crate::store::pool::hash_file;
 
 /// What identifies a blob file's content without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,10 +67,10 @@ pub struct BlobVerifier {
 impl BlobVerifier {
     /// Opens a pool blob for reading, hashing it first unless it was
     /// verified and has not changed since.
-    pub fn open(&self, pool: &Pool, sha256: &str) -> FsResult<File> {
+    pub fn open(&self, pool: &Pool, sha256: &str) -> Result<File> {
         let path = pool.path(sha256);
-        let file = File::open(&path)?;
-        let stamp = Stamp::of(&file.metadata()?);
+        let file = File::open(&path).at(&path)?;
+        let stamp = Stamp::of(&file.metadata().at(&path)?);
         if self.verified.lock().expect("verified lock").get(sha256) == Some(&stamp) {
             return Ok(file);
         }
@@ -81,10 +82,10 @@ impl BlobVerifier {
                 path.display(),
                 actual.sha256
             );
-            return Err(FsError::Failed(format!(
-                "corrupt blob {}",
-                Pool::rel_path(sha256)
-            )));
+            return Err(Error::Checksum {
+                what: format!("corrupt blob {}", Pool::rel_path(sha256)),
+                reason: format!("its content hashes to {}", actual.sha256),
+            });
         }
         self.verified
             .lock()
