@@ -200,7 +200,7 @@ pub fn entry_for(
                 }
             };
             if !local.is_file() {
-                return Err(Error::NotFound(format!(
+                return Err(Error::Missing(format!(
                     "stream '{stream}' has no file '{path}'"
                 )));
             }
@@ -218,7 +218,7 @@ pub fn entry_for(
             };
             let local = tree.dir.join(rel.as_str());
             if !local.is_file() {
-                return Err(Error::NotFound(format!(
+                return Err(Error::Missing(format!(
                     "{}: no such file",
                     local.display()
                 )));
