@@ -218,10 +218,7 @@ pub fn entry_for(
             };
             let local = tree.dir.join(rel.as_str());
             if !local.is_file() {
-                return Err(Error::Missing(format!(
-                    "{}: no such file",
-                    local.display()
-                )));
+                return Err(Error::Missing(format!("{}: no such file", local.display())));
             }
             (tree.name.clone(), rel.as_str().to_string(), local)
         }

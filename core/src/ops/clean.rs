@@ -28,8 +28,8 @@ pub fn keep_newest(
         .products
         .products()
         .keys()
-        .cloned()
         .filter(|p| select(p))
+        .cloned()
         .collect();
     retire(txn, stream, &products, max, |_, _| true)
 }
