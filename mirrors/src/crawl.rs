@@ -70,7 +70,7 @@ pub fn sites(store: &Store, mirrors: &MirrorsFile) -> Result<Vec<Site>> {
         if let Ok(rd) = std::fs::read_dir(&v1) {
             for e in rd.flatten() {
                 let f = e.file_name().to_string_lossy().into_owned();
-                if f.ends_with(".metalink") || f.ends_with(".meta4") {
+                if !streamfs_core::mirrors::publish::is_document(&f) {
                     continue;
                 }
                 files.push((format!("streams/v1/{f}"), e.path()));

@@ -6,7 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::store::TestStore;
+use crate::mount::{build_dir, can_mount};
+use crate::serve::installed;
+use crate::store::{SCENARIO_CONFIG, TestStore};
+
+/// What the mirror tests start from: the scenario store with its first
+/// build inserted, the second build to insert later, and aria2c.
+pub struct Scenario {
+    pub store: TestStore,
+    pub b2: PathBuf,
+    pub aria2c: PathBuf,
+}
+
+impl Scenario {
+    /// `None` after a printed skip when a fixture, a tool or FUSE is missing.
+    pub fn start() -> Option<Scenario> {
+        let (Some(b1), Some(b2)) = (build_dir("20250101"), build_dir("20250102")) else {
+            return None;
+        };
+        let aria2c = installed("aria2c", "aria2")?;
+        installed("rsync", "rsync")?;
+        if !can_mount() {
+            return None;
+        }
+        let store = TestStore::init(Some(SCENARIO_CONFIG));
+        store.ok(&["insert", &b1.display().to_string(), "candidate"]);
+        Some(Scenario { store, b2, aria2c })
+    }
+}
 
 pub fn sh(cmd: &str) {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();

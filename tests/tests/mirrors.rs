@@ -8,10 +8,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use streamfs_tests::mirrors::{aria2, fill, public_dir, set_validity, sh, urls, wait_current};
-use streamfs_tests::mount::{Mount, build_dir, can_mount};
+use streamfs_tests::mirrors::{
+    Scenario, aria2, fill, public_dir, set_validity, sh, urls, wait_current,
+};
+use streamfs_tests::mount::Mount;
 use streamfs_tests::serve::{Nginx, free_port, installed, sha256_hex};
-use streamfs_tests::store::{SCENARIO_CONFIG, TestStore};
+use streamfs_tests::store::TestStore;
 
 const PRODUCTS: &str = "streams/v1/com.ubuntu.maas:candidate:v3:download.json";
 
@@ -36,17 +38,14 @@ fn parses_in_aria2(aria2c: &Path, text: &str, ext: &str, what: &str) {
 
 #[test]
 fn crawl_marks_mirrors_and_aria2_downloads_through_the_metalink() {
-    let (Some(b1), Some(b2)) = (build_dir("20250101"), build_dir("20250102")) else {
+    let Some(Scenario {
+        store: s,
+        b2,
+        aria2c,
+    }) = Scenario::start()
+    else {
         return;
     };
-    let Some(aria2c) = installed("aria2c", "aria2") else {
-        return;
-    };
-    if installed("rsync", "rsync").is_none() || !can_mount() {
-        return;
-    }
-    let s = TestStore::init(Some(SCENARIO_CONFIG));
-    s.ok(&["insert", &b1.display().to_string(), "candidate"]);
     let serve = Mount::with_options(&s.root, &["ro"]);
     let web = tempfile::tempdir().unwrap();
     let cur = public_dir(web.path(), "cur");

@@ -8,10 +8,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use streamfs_tests::mirrors::{aria2, fill, public_dir, urls, wait_current};
-use streamfs_tests::mount::{Mount, build_dir, can_mount};
-use streamfs_tests::serve::{Nginx, Rsyncd, installed, sha256_hex};
-use streamfs_tests::store::{SCENARIO_CONFIG, TestStore};
+use streamfs_tests::mirrors::{Scenario, aria2, fill, public_dir, urls, wait_current};
+use streamfs_tests::mount::Mount;
+use streamfs_tests::serve::{Nginx, Rsyncd, sha256_hex};
 
 const PRODUCTS: &str = "streams/v1/com.ubuntu.maas:candidate:v3:download.json";
 
@@ -47,17 +46,14 @@ fn dated_aside(text: &str) -> String {
 
 #[test]
 fn the_mount_publishes_metalinks_from_the_last_crawl_of_an_rsync_mirror() {
-    let (Some(b1), Some(b2)) = (build_dir("20250101"), build_dir("20250102")) else {
+    let Some(Scenario {
+        store: s,
+        b2,
+        aria2c,
+    }) = Scenario::start()
+    else {
         return;
     };
-    let Some(aria2c) = installed("aria2c", "aria2") else {
-        return;
-    };
-    if installed("rsync", "rsync").is_none() || !can_mount() {
-        return;
-    }
-    let s = TestStore::init(Some(SCENARIO_CONFIG));
-    s.ok(&["insert", &b1.display().to_string(), "candidate"]);
     let serve = Mount::with_options(&s.root, &["ro", "allow_other"]);
     let v1 = serve.path().join("candidate/streams/v1");
     let index_ml = v1.join("index.json.metalink");

@@ -325,7 +325,8 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn mtime(p: &Path) -> i64 {
+/// A file's modification time (0 when it cannot be read).
+pub(super) fn mtime(p: &Path) -> i64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).map(|m| m.mtime()).unwrap_or(0)
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use super::digests::Digests;
-use super::metalink::{entry_from, write_v3};
+use super::metalink::{entry_from, mtime, write_v3};
 use super::model::MirrorsFile;
 use super::state::CrawlState;
 use crate::error::{IoContext, Result};
@@ -26,29 +26,43 @@ use crate::store::{sync_dir, write_new};
 /// dialect, which ostree, dnf and aria2 read).
 pub const SUFFIX: &str = ".metalink";
 
-/// What metalinks are rendered from, or `None` when no mirror could be
-/// listed (none configured, all disabled or private).
-fn sources(store_root: &Path) -> Result<Option<(MirrorsFile, CrawlState)>> {
-    let mirrors = MirrorsFile::load(store_root)?;
-    if !mirrors.mirrors.iter().any(|m| m.enabled && !m.private) {
-        return Ok(None);
-    }
-    Ok(Some((mirrors, CrawlState::load(store_root)?)))
+/// What metalinks are rendered from: the mirror list and the last crawl,
+/// read once per commit for every stream it renders.
+pub struct Listing {
+    mirrors: MirrorsFile,
+    state: CrawlState,
 }
 
-fn is_document(name: &str) -> bool {
+impl Listing {
+    /// The store's listing, or `None` when no mirror could be listed (none
+    /// configured, all disabled or private): no metalinks are published.
+    pub fn load(store_root: &Path) -> Result<Option<Listing>> {
+        let mirrors = MirrorsFile::load(store_root)?;
+        if !mirrors.mirrors.iter().any(|m| m.enabled && !m.private) {
+            return Ok(None);
+        }
+        Ok(Some(Listing {
+            mirrors,
+            state: CrawlState::load(store_root)?,
+        }))
+    }
+}
+
+/// Whether `name` in a `streams/v1` directory is a document a metalink is
+/// made for (not a metalink itself, nor a writer's temporary file).
+pub fn is_document(name: &str) -> bool {
     !name.starts_with('.') && !name.ends_with(SUFFIX) && !name.ends_with(".meta4")
 }
 
 /// The metalinks for the documents in `v1` (a stream's `streams/v1`), by
-/// file name, or none when no mirror could be listed.
+/// file name; none without a listing.
 fn render(
-    store_root: &Path,
+    listing: Option<&Listing>,
     stream: &str,
     v1: &Path,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, String)>> {
-    let Some((mirrors, state)) = sources(store_root)? else {
+    let Some(listing) = listing else {
         return Ok(vec![]);
     };
     let mut docs: Vec<String> = fs::read_dir(v1)
@@ -61,18 +75,13 @@ fn render(
     let mut out = Vec::with_capacity(docs.len());
     for doc in docs {
         let local = v1.join(&doc);
-        let meta = fs::metadata(&local).at(&local)?;
-        let timestamp = {
-            use std::os::unix::fs::MetadataExt;
-            meta.mtime()
-        };
         let entry = entry_from(
-            &mirrors,
-            &state,
+            &listing.mirrors,
+            &listing.state,
             stream,
             &format!("streams/v1/{doc}"),
             Digests::of_file(&local)?,
-            timestamp,
+            mtime(&local),
             now.timestamp(),
         );
         out.push((format!("{doc}{SUFFIX}"), write_v3(&entry, now)));
@@ -83,8 +92,13 @@ fn render(
 /// Renders the metalinks of the stream directory `v1` of a generation being
 /// written, replacing those it holds (hard links to the previous
 /// generation's, for a stream the commit did not change).
-pub fn render_beside(store_root: &Path, stream: &str, v1: &Path, now: DateTime<Utc>) -> Result<()> {
-    let fresh = render(store_root, stream, v1, now)?;
+pub fn render_beside(
+    listing: Option<&Listing>,
+    stream: &str,
+    v1: &Path,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let fresh = render(listing, stream, v1, now)?;
     for e in fs::read_dir(v1).at(v1)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(SUFFIX) && !fresh.iter().any(|(n, _)| *n == name) {
@@ -104,10 +118,15 @@ pub fn render_beside(store_root: &Path, stream: &str, v1: &Path, now: DateTime<U
 }
 
 /// Whether the metalinks published in `v1` (a stream's `streams/v1` of the
-/// current generation) differ from what the mirror list and the last crawl
-/// make of its documents now, their publication dates aside.
-pub fn stale(store_root: &Path, stream: &str, v1: &Path, now: DateTime<Utc>) -> Result<bool> {
-    let fresh = render(store_root, stream, v1, now)?;
+/// current generation) differ from what `listing` makes of its documents
+/// now, their publication dates aside.
+pub fn stale(
+    listing: Option<&Listing>,
+    stream: &str,
+    v1: &Path,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let fresh = render(listing, stream, v1, now)?;
     let mut published = 0;
     for e in fs::read_dir(v1).at(v1)?.flatten() {
         if e.file_name().to_string_lossy().ends_with(SUFFIX) {
@@ -118,8 +137,7 @@ pub fn stale(store_root: &Path, stream: &str, v1: &Path, now: DateTime<Utc>) -> 
         return Ok(true);
     }
     for (name, text) in &fresh {
-        let path = v1.join(name);
-        let old = match fs::read_to_string(&path) {
+        let old = match fs::read_to_string(v1.join(name)) {
             Ok(t) => t,
             Err(_) => return Ok(true),
         };

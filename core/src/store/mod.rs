@@ -230,6 +230,16 @@ impl Store {
     }
 }
 
+/// The mirror list and crawl that metalinks are rendered from: `Some(None)`
+/// when no mirror can be listed, `None` when they cannot be read. Metalinks
+/// describe the documents; they never stop a commit of them, so a damaged
+/// file is logged and the metalinks are left as they are.
+fn metalink_listing(root: &Path) -> Option<Option<crate::mirrors::publish::Listing>> {
+    crate::mirrors::publish::Listing::load(root)
+        .map_err(|e| tracing::warn!("metalinks not published: {e}"))
+        .ok()
+}
+
 fn parse_gen(target: &Path) -> Option<u64> {
     target.file_name()?.to_str()?.parse().ok()
 }
@@ -314,10 +324,13 @@ impl<'s> Txn<'s> {
     /// Whether a metalink of the current generation lists something else
     /// than the mirror list and the last crawl now make of it.
     fn metalinks_stale(&self, base: &Snapshot) -> bool {
+        let Some(listing) = metalink_listing(&self.store.root) else {
+            return false;
+        };
         let now = timefmt::now();
         self.store.config.streams.iter().any(|s| {
             crate::mirrors::publish::stale(
-                &self.store.root,
+                listing.as_ref(),
                 &s.name,
                 &base.streams_v1(&s.name),
                 now,
@@ -405,6 +418,8 @@ impl<'s> Txn<'s> {
             }
         }
         fs::create_dir_all(&tmp_dir).at(&tmp_dir)?;
+        // Read once for every stream whose metalinks the commit renders.
+        let listing = metalink_listing(&store.root);
         let res = (|| {
             for s in &store.config.streams {
                 let dir = tmp_dir.join(&s.name);
@@ -416,12 +431,12 @@ impl<'s> Txn<'s> {
                     let st = &self.streams[&s.name];
                     publish::write_stream(&dir, s, st, pool, key.as_ref(), now)?;
                 }
-                if changed || self.refresh_metalinks {
+                if (changed || self.refresh_metalinks)
+                    && let Some(listing) = &listing
+                {
                     let v1 = dir.join("streams").join("v1");
-                    // Metalinks describe the documents; they never stop a
-                    // commit of them (a damaged crawl state is logged).
                     if let Err(e) =
-                        crate::mirrors::publish::render_beside(&store.root, &s.name, &v1, now)
+                        crate::mirrors::publish::render_beside(listing.as_ref(), &s.name, &v1, now)
                     {
                         tracing::warn!(stream = %s.name, "metalinks not published: {e}");
                     }
