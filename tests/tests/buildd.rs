@@ -15,6 +15,8 @@
 /// The source image of the fake builds (the fake builder does not read it).
 const SOURCE: &str = "/srv/images/noble-server-cloudimg.squashfs";
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -478,21 +480,27 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> String {
 /// A webhook receiver on 127.0.0.1: records each request's signature
 /// header and body, answers 200.
 fn webhook_receiver() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
-    webhook_receiver_on(0, 0)
+    webhook_receiver_with(Arc::new(AtomicIsize::new(0)))
 }
 
-/// A webhook receiver on `port` (0: any) answering 503 to the first
-/// `refuse` requests (which are recorded too), 200 to the others.
-fn webhook_receiver_on(
-    port: u16,
-    mut refuse: usize,
+/// A webhook receiver on a port of its own, held for its whole life so no
+/// concurrent test can take it. `mode` decides each answer when the request
+/// arrives: negative hangs up unanswered and unrecorded (a receiver that is
+/// down), a positive count answers 503 (recorded) and counts down, zero
+/// answers 200.
+fn webhook_receiver_with(
+    mode: Arc<AtomicIsize>,
 ) -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
+            if mode.load(Ordering::SeqCst) < 0 {
+                drop(conn);
+                continue;
+            }
             let mut r = BufReader::new(conn.try_clone().expect("clone"));
             let (mut sig, mut len) = (String::new(), 0usize);
             loop {
@@ -509,8 +517,12 @@ fn webhook_receiver_on(
             }
             let mut body = vec![0; len];
             let _ = r.read_exact(&mut body);
-            let status = if refuse > 0 {
-                refuse -= 1;
+            let refused = mode
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |m| {
+                    (m > 0).then_some(m - 1)
+                })
+                .is_ok();
+            let status = if refused {
                 "503 Service Unavailable"
             } else {
                 "200 OK"
@@ -590,7 +602,9 @@ fn webhook(s: &mut Service) {
 /// kept in the outbox across a server killed with SIGKILL and delivered
 /// once the receiver accepts it.
 fn webhook_outbox(s: &mut Service) {
-    let port = streamfs_tests::serve::free_port();
+    // The receiver is down (hangs up) until the server has been killed.
+    let mode = Arc::new(AtomicIsize::new(-1));
+    let (port, rx) = webhook_receiver_with(mode.clone());
     use_webhook(s, port, "outbox-key");
     let mut server = s.serve();
     let w = s.worker(&server, "amd64", "outbox");
@@ -603,7 +617,8 @@ fn webhook_outbox(s: &mut Service) {
     );
     drop(w);
     server.kill9();
-    let (_, rx) = webhook_receiver_on(port, 1);
+    // Up again, refusing the first call with a 503.
+    mode.store(1, Ordering::SeqCst);
     let server = s.serve_on(Some(server.port));
     let mut states = Vec::new();
     for _ in 0..2 {
