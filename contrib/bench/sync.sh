@@ -33,9 +33,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The upstream tree: three big items and SMALL small ones, one products file.
+# The upstream tree: three big items and SMALL small ones, one products file
+# (written only when the throughput is measured).
 mirror=$work/mirror
-"$venv/bin/python3" - "$mirror" "$big_mb" "$small" <<'PY'
+[[ $parts != *throughput* ]] || "$venv/bin/python3" - "$mirror" "$big_mb" "$small" <<'PY'
 import hashlib, json, os, sys
 root, big_mb, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 products = {}
@@ -90,8 +91,6 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -e "$work/nginx/error.log" &
 nginx_pid=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 url=http://127.0.0.1:$port/mirror/
-bytes=$(du -sb --exclude=streams "$mirror" | cut -f1)
-echo "data: 3 x $big_mb MiB + $small x 64 KiB = $bytes bytes"
 
 now() { date +%s.%N; }
 # The served files stay in the page cache for all three clients (the
@@ -100,6 +99,8 @@ now() { date +%s.%N; }
 drop() { sync; }
 
 if [[ $parts == *throughput* ]]; then
+bytes=$(du -sb --exclude=streams "$mirror" | cut -f1)
+echo "data: 3 x $big_mb MiB + $small x 64 KiB = $bytes bytes"
 # Baseline: curl, 4 at a time, the same files to the same disk (+ sync).
 (cd "$mirror" && find . -path ./streams -prune -o -type f -printf '%P\n') |
     awk -v d="$work/curl" -v u="$url" '{print d "/" $0 " " u $0}' > "$work/urls"
@@ -145,10 +146,21 @@ t0=$(now)
 "$mountctl" --store "$work/store" sync -q -U --content-id com.example.bench:v1:download "$big_url" daily
 t_re=$(echo "$(now) - $t0" | bc)
 echo "re-sync of an up-to-date $items-item stream: mountctl ${t_re}s (target < 1 s)"
-"$venv/bin/sstream-mirror" --no-verify --path "streams/v1/$(basename "$big")" \
-    "http://127.0.0.1:$port/big-stream/" "$work/sm-big" > /dev/null 2>&1
+# sstream-mirror fetches one file at a time: its first copy of ITEMS items
+# takes many minutes, so its target starts as what that first copy writes
+# (the same paths and products file), and one untimed run adds its own
+# bookkeeping (.data/references.json) without downloading. The timed run
+# is then a re-sync of a target it considers its own and up to date.
+cp -a "$work/big-stream" "$work/sm-big"
+sm_sync() {
+    "$venv/bin/sstream-mirror" --no-verify --path "streams/v1/$(basename "$big")" \
+        "http://127.0.0.1:$port/big-stream/" "$work/sm-big" > /dev/null 2>&1
+}
+sm_sync
+touch "$work/marker"
 t0=$(now)
-"$venv/bin/sstream-mirror" --no-verify --path "streams/v1/$(basename "$big")" \
-    "http://127.0.0.1:$port/big-stream/" "$work/sm-big" > /dev/null 2>&1
+sm_sync
 t_sm_re=$(echo "$(now) - $t0" | bc)
-echo "re-sync of an up-to-date $items-item stream: sstream-mirror ${t_sm_re}s"
+rewritten=$(find "$work/sm-big" -type f ! -path '*/streams/*' ! -path '*/.data/*' -newer "$work/marker" | wc -l)
+echo "re-sync of an up-to-date $items-item stream: sstream-mirror ${t_sm_re}s ($rewritten data files rewritten)"
+echo "mountctl sync re-sync vs sstream-mirror: $(echo "scale=2; $t_sm_re / $t_re" | bc)x faster"

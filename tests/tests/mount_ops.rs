@@ -504,6 +504,57 @@ fn a_read_only_mount_beside_a_read_write_one_follows_its_changes() {
     rw.unmount();
 }
 
+/// A store on a filesystem mounted read-only (here a read-only bind mount
+/// of the store) mounts read-only by itself: what it holds reads back, and
+/// a write fails with EROFS at once (the kernel mount itself is `ro`)
+/// instead of failing later at its commit.
+#[test]
+fn a_store_on_a_read_only_filesystem_is_mounted_read_only() {
+    let Some(s) = setup() else { return };
+    let kernel = "daily/noble/amd64/20250101/ga-24.04/generic/boot-kernel";
+    let rw = Mount::new(&s.store);
+    put(&rw, kernel, b"kernel");
+    rw.unmount();
+    let ro_store = s._dir.path().join("ro-store");
+    std::fs::create_dir(&ro_store).unwrap();
+    let _bind = ReadOnlyBind::new(&s.store, &ro_store);
+    let m = Mount::new(&ro_store);
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let options = mounts
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.get(1) == Some(&m.path().to_str().unwrap()))
+        .map(|f| f[3].to_string())
+        .expect("the mount in /proc/mounts");
+    assert!(options.split(',').any(|o| o == "ro"), "{options}");
+    assert_eq!(std::fs::read(m.path().join(kernel)).unwrap(), b"kernel");
+    assert_refused_read_only(&m, kernel);
+    assert_refused_read_only(
+        &m,
+        "daily/noble/amd64/20250101/ga-24.04/generic/boot-initrd",
+    );
+    m.unmount();
+}
+
+/// A read-only bind mount of `from` on `to`, unmounted on drop (also on
+/// panic).
+struct ReadOnlyBind(PathBuf);
+
+impl ReadOnlyBind {
+    fn new(from: &Path, to: &Path) -> ReadOnlyBind {
+        ok(&format!("mount --bind {} {}", q(from), q(to)));
+        let bind = ReadOnlyBind(to.to_path_buf());
+        ok(&format!("mount -o remount,bind,ro {}", q(to)));
+        bind
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Writes `data` at `rel` in mount `m`, making its directories: an insert
 /// by copy.
 fn put(m: &Mount, rel: &str, data: &[u8]) {

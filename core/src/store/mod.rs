@@ -131,6 +131,30 @@ impl Store {
         &self.pool
     }
 
+    /// Whether the store's filesystem refuses writes (mounted read-only).
+    /// Probed as any writer would find out: by creating, then removing, a
+    /// file in `tmp/`. Any other failure (no permission, a full disk) is not
+    /// an answer to this question and says "writable": the write itself
+    /// will report it.
+    pub fn on_read_only_fs(&self) -> bool {
+        let tmp = self.root.join("tmp");
+        let probe = tmp.join(format!(".rw-probe.{}", std::process::id()));
+        let created = fs::create_dir_all(&tmp).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .map(drop)
+        });
+        match created {
+            Ok(()) => {
+                let _ = fs::remove_file(&probe);
+                false
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::ReadOnlyFilesystem,
+        }
+    }
+
     pub fn meta_dir(&self) -> PathBuf {
         self.root.join("meta")
     }

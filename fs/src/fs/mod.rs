@@ -122,7 +122,7 @@ impl StreamFs {
     pub fn new(store: Store, mountpoint: Option<PathBuf>) -> FsResult<StreamFs> {
         let meta = std::fs::metadata(store.root())?;
         let view = View::build(&store)?;
-        let read_only = on_read_only_fs(store.root());
+        let read_only = store.on_read_only_fs();
         Ok(StreamFs {
             blobs: BlobVerifier::default(),
             open_blobs: Mutex::new(LruCache::new(OPEN_BLOBS)),
@@ -272,16 +272,4 @@ impl StreamFs {
     pub fn ino(&self, path: &str) -> u64 {
         self.inodes.register(path)
     }
-}
-
-/// Whether `path` lies on a filesystem mounted read-only.
-fn on_read_only_fs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a valid out pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_flag & libc::ST_RDONLY != 0
 }
