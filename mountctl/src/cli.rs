@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use streamfs_core::streams::query::Verify;
 
 /// Companion CLI of streamfs: metadata operations on a store (mounted or
 /// not), signing, queries.
@@ -58,6 +59,10 @@ pub enum Command {
     /// Build MAAS boot images (squashfs, kernels, initrds, manifest) and their
     /// products metadata from a cloud-image root, as meph2-build.
     Build(BuildArgs),
+    /// Build what a MAAS stream lacks of the newest cloud images, as
+    /// meph2-cloudimg-sync: OUT gets the target's metadata plus the new versions.
+    #[command(name = "cloudimg-sync")]
+    CloudimgSync(CloudimgSyncArgs),
     /// The fake builder (meph2's builder argv, small deterministic files).
     #[command(name = "fake-builder", hide = true)]
     FakeBuilder(FakeBuilderArgs),
@@ -213,18 +218,8 @@ pub struct QueryArgs {
     #[arg(long)]
     pub pretty: bool,
 
-    /// OpenPGP keyring (binary or armored) that signed (.sjson) sources
-    /// must verify against; sstream-query's default.
-    #[arg(
-        long,
-        value_name = "K",
-        default_value = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
-    )]
-    pub keyring: PathBuf,
-
-    /// Read signed sources without checking their signatures.
-    #[arg(short = 'U', long = "no-verify")]
-    pub no_verify: bool,
+    #[command(flatten)]
+    pub signatures: SignatureArgs,
 
     /// Stream name, index or products file, mirror root, or URL.
     #[arg(value_name = "SOURCE")]
@@ -358,17 +353,8 @@ pub struct SyncArgs {
     /// they fall outside --max).
     #[arg(long)]
     pub keep: bool,
-    /// OpenPGP keyring (binary or armored) that signed (.sjson) sources
-    /// must verify against.
-    #[arg(
-        long,
-        value_name = "K",
-        default_value = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
-    )]
-    pub keyring: PathBuf,
-    /// Read signed sources without checking their signatures.
-    #[arg(short = 'U', long = "no-verify", conflicts_with = "keyring")]
-    pub no_verify: bool,
+    #[command(flatten)]
+    pub signatures: SignatureArgs,
     /// Parallel downloads.
     #[arg(short = 'j', long, value_name = "JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -627,5 +613,103 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CloudimgSyncArgs {
+    #[command(flatten)]
+    pub meph2: Meph2Args,
+
+    /// The cloud images: a products file, an index or a mirror root (path or
+    /// http(s) URL); a signed .sjson is verified against --keyring.
+    #[arg(
+        long,
+        value_name = "URL|PATH",
+        default_value = "http://cloud-images.ubuntu.com/daily/streams/v1/com.ubuntu.cloud:daily:download.json"
+    )]
+    pub source: String,
+
+    /// The source's content id to read from an index.
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "com.ubuntu.cloud:candidate:download"
+    )]
+    pub content_id: String,
+
+    /// The MAAS stream to bring up to date: a URL or path (mirror root,
+    /// index or products file), a stream of the store, or `force` (empty:
+    /// build every wanted serial). Default: the --insert stream, else the
+    /// config's default_target.
+    #[arg(long, value_name = "URL|PATH|STREAM|force")]
+    pub target: Option<String>,
+
+    /// Build source serial A as version B even if the target has A.
+    #[arg(long, value_name = "A:B")]
+    pub rebuild: Vec<String>,
+
+    /// The newest serials considered per cloud-image product.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max: usize,
+
+    /// Arches to build (comma-separated or repeated; default: those this
+    /// host builds for, as meph2).
+    #[arg(long, value_name = "ARCHES", value_delimiter = ',')]
+    pub arches: Vec<String>,
+
+    /// Do not build d-i items, whatever the config says.
+    #[arg(long)]
+    pub disable_di: bool,
+
+    /// Also insert each new version into this stream of the store (one
+    /// commit per version).
+    #[arg(long, value_name = "STREAM")]
+    pub insert: Option<String>,
+
+    /// Where downloaded cloud images are kept by sha256 (default
+    /// ~/.cache/streamfs/cloudimg).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub signatures: SignatureArgs,
+
+    /// List what would be built; download and build nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
+
+    /// The output directory: the new versions' files and the metadata.
+    pub out: PathBuf,
+
+    /// Item filters (key=value, key!=value, key~regex, key!~regex) on the
+    /// source's cloud images.
+    pub filters: Vec<String>,
+}
+
+/// How signed (`.sjson`) documents read from a mirror are checked.
+#[derive(Debug, Args)]
+pub struct SignatureArgs {
+    /// OpenPGP keyring (binary or armored) that signed (.sjson) documents
+    /// must verify against; sstream-query's default.
+    #[arg(
+        long,
+        value_name = "K",
+        default_value = "/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg"
+    )]
+    pub keyring: PathBuf,
+
+    /// Read signed documents without checking their signatures.
+    #[arg(short = 'U', long = "no-verify", conflicts_with = "keyring")]
+    pub no_verify: bool,
+}
+
+impl SignatureArgs {
+    pub fn verify(&self) -> Verify<'_> {
+        if self.no_verify {
+            Verify::Off
+        } else {
+            Verify::Keyring(&self.keyring)
+        }
     }
 }

@@ -110,10 +110,19 @@ pub struct SyncReport {
 }
 
 /// The upstream products document and where its items are.
-struct Upstream {
-    file: String,
-    root: String,
-    products: Products,
+pub struct Upstream {
+    /// The products file read (path or URL).
+    pub file: String,
+    /// The mirror root its items' paths are relative to.
+    pub root: String,
+    pub products: Products,
+}
+
+impl Upstream {
+    /// Where an item's `path` is fetched from.
+    pub fn item_url(&self, path: &str) -> String {
+        join(&self.root, path)
+    }
 }
 
 /// Reads a local path or an http(s) URL; `None` when absent.
@@ -198,7 +207,11 @@ impl Reader<'_> {
     }
 }
 
-fn load_upstream(
+/// Reads an upstream source as `sync` does: a mirror root, an index
+/// (`content_id` chooses its products file) or a products file, by path or
+/// http(s) URL, the signed `.sjson` preferred and verified. Also what
+/// `cloudimg-sync` reads its cloud images from.
+pub fn load_upstream(
     client: &Client,
     source: &str,
     content_id: &str,

@@ -3,6 +3,7 @@
 mod build;
 mod builds;
 mod clean_md;
+mod cloudimg_sync;
 mod export;
 mod fsck;
 mod init;
@@ -61,6 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node(c) => node::run(&ctx, c),
         Command::Sync(a) => sync::run(&ctx, a),
         Command::Build(a) => build::run(a),
+        Command::CloudimgSync(a) => cloudimg_sync::run(&ctx, a),
         Command::FakeBuilder(a) => build::fake(a),
         Command::Status(a) => status::run(&ctx, a),
         Command::Mirrors(c) => mirrors::run(&ctx, c),

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use streamfs_core::store::Store;
 use streamfs_core::streams::filter::ItemFilter;
-use streamfs_core::streams::query::{Output, QueryOptions, Verify, query_mirror, query_products};
+use streamfs_core::streams::query::{Output, QueryOptions, query_mirror, query_products};
 
 use crate::cli::QueryArgs;
 use crate::http::Http;
@@ -54,11 +54,7 @@ pub fn run(store_dir: &Path, args: QueryArgs) -> anyhow::Result<()> {
     let res = match classify(&args.source) {
         Source::Mirror(source) => {
             tracing::debug!(source, "querying a mirror");
-            let verify = if args.no_verify {
-                Verify::Off
-            } else {
-                Verify::Keyring(&args.keyring)
-            };
+            let verify = args.signatures.verify();
             query_mirror(source, verify, &Http::default(), &opts, &mut out, &mut err)
                 .map_err(anyhow::Error::from)
         }

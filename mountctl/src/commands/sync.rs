@@ -16,7 +16,6 @@ use anyhow::{Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use streamfs_core::fetch::FetchOptions;
 use streamfs_core::ops::sync::{SyncEvent, SyncOptions, sync};
-use streamfs_core::streams::query::Verify;
 
 use super::{Context, filters};
 use crate::cli::SyncArgs;
@@ -147,11 +146,7 @@ fn free_space(dir: &Path) -> Result<u64> {
 pub fn run(ctx: &Context, a: SyncArgs) -> Result<ExitCode> {
     let store = ctx.open()?;
     let filters = filters(&a.filters)?;
-    let verify = if a.no_verify {
-        Verify::Off
-    } else {
-        Verify::Keyring(&a.keyring)
-    };
+    let verify = a.signatures.verify();
     let opts = SyncOptions {
         dry_run: a.dry.dry_run,
         max: a.max,
