@@ -643,3 +643,35 @@ fn a_store_without_room_for_the_downloads_is_refused_before_any_download() {
     let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.code, Some(0), "{}", out.stderr_text());
 }
+
+/// Two syncs of one store at once (downloads run outside the writer lock)
+/// never share a partial download: the second waits for the first's claim
+/// on each blob and then takes it from the pool. Both succeed, nothing is
+/// fetched twice, and `fsck` is clean.
+#[test]
+fn two_syncs_at_once_download_each_blob_once() {
+    let Some(m) = mirror(&six_versions()) else {
+        return;
+    };
+    let proxy = Proxy::start(
+        m.nginx.port,
+        Rules {
+            rate: 1 << 20,
+            ..Rules::default()
+        },
+    );
+    let store = TestStore::init(None);
+    let mut a = spawn_sync(&store, &proxy.url(), &[]);
+    let mut b = spawn_sync(&store, &proxy.url(), &[]);
+    assert!(a.wait().unwrap().success(), "the first sync failed");
+    assert!(b.wait().unwrap().success(), "the second sync failed");
+    assert_eq!(stored(&store.products_file("daily")), m.items);
+    let data: u64 = 6 << 20;
+    let bytes = proxy.seen.lock().unwrap().bytes;
+    report(&format!(
+        "two syncs: {bytes} bytes forwarded for {data} bytes of data"
+    ));
+    assert!(bytes as f64 <= 1.1 * data as f64, "{bytes}");
+    let fsck = store.mountctl(&["fsck"]);
+    assert_eq!(fsck.code, Some(0), "{}", fsck.stdout_text());
+}

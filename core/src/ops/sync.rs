@@ -612,8 +612,37 @@ fn fetch_one(
         progress(SyncEvent::Bytes(staged.blob.size));
         return Ok((pool.publish(staged)?, 0));
     }
+    let partials = pool.partial_dir();
+    let mut claim = None;
+    // A partial another sync deleted (its data was bad) is claimed afresh.
+    for _ in 0..3 {
+        claim = claim_partial(&partials, &job.key)?;
+        if claim.is_some() {
+            break;
+        }
+        // Another sync of this store downloaded it meanwhile.
+        if let Some(sha) = &job.expected.sha256
+            && pool.contains(sha)
+        {
+            let size = std::fs::metadata(pool.path(sha))
+                .map_err(|e| Error::io(pool.path(sha), e))?
+                .len();
+            return Ok((
+                BlobRef {
+                    sha256: sha.clone(),
+                    size,
+                },
+                0,
+            ));
+        }
+    }
+    let Some(_claim) = claim else {
+        return Err(Error::Refused(format!(
+            "{what}: other syncs of this store keep taking its partial download; run again"
+        )));
+    };
     let d = client
-        .download(&job.url, &job.expected, &pool.partial_dir(), &|n| {
+        .download(&job.url, &job.expected, &partials, &|n| {
             progress(SyncEvent::Bytes(n))
         })
         .map_err(Error::from)?;
@@ -622,6 +651,29 @@ fn fetch_one(
         size: d.size,
     };
     Ok((pool.publish_verified(&d.path, &blob)?, d.fetched))
+}
+
+/// Claims `partials/<key>` for this download: an exclusive lock on the
+/// partial file, held until the claim is dropped (after the blob went into
+/// the pool). Two syncs of one store (downloads run outside the writer
+/// lock) could otherwise append to the same partial. `None` when the file
+/// this call locked is no longer the partial (the claim's previous holder
+/// moved it into the pool): the blob is then the pool's, or gone.
+fn claim_partial(partials: &Path, key: &str) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(partials).map_err(|e| Error::io(partials, e))?;
+    let path = partials.join(key);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    file.lock().map_err(|e| Error::io(&path, e))?;
+    let locked = file.metadata().map_err(|e| Error::io(&path, e))?;
+    let same = std::fs::metadata(&path)
+        .is_ok_and(|now| (now.dev(), now.ino()) == (locked.dev(), locked.ino()));
+    Ok(same.then_some(file))
 }
 
 /// Publishes `batch` and removes `remove` in one commit under the writer
