@@ -18,6 +18,7 @@
 //! stay cached across commits (on a mount whose opens the kernel answers,
 //! that is what keeps nginx's requests in the kernel).
 
+use crate::metrics;
 use std::sync::{Mutex, OnceLock};
 
 use fuser::{INodeNo, Notifier};
@@ -57,9 +58,11 @@ impl KernelCaches {
             match k {
                 KernelHeld::File => {
                     let _ = n.inval_inode(INodeNo(*ino), 0, 0);
+                    metrics::invalidations(1);
                 }
                 KernelHeld::Gone { parent, name } => {
                     let _ = n.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name));
+                    metrics::invalidations(1);
                 }
                 KernelHeld::Dir | KernelHeld::Item | KernelHeld::Doc => {}
             }
@@ -94,6 +97,7 @@ impl KernelCaches {
                 KernelHeld::Doc => continue,
             };
             let _ = n.inval_inode(INodeNo(*ino), offset, 0);
+            metrics::invalidations(1);
         }
         *dropped_for = g;
     }

@@ -27,6 +27,7 @@ use crate::fs::{
     Attr, AttrChange, Caller, Created, DirEntry, DirectoryPlusReplier, DirectoryReplier, FsError,
     Kind, OpenMode, StreamFs, tracking_commits,
 };
+use crate::metrics::{self, Op, RateLimit};
 
 /// How reads of pool blobs reach them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +78,10 @@ impl FuseFs {
     /// Runs a request that may commit; when it did, the kernel's caches
     /// are dropped before it is answered (see [`crate::caches`]).
     fn committing<T>(&self, op: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
         let (r, committed) = tracking_commits(op);
         if committed {
+            metrics::commit(started.elapsed());
             self.caches.sync(&self.fs);
         }
         r
@@ -147,12 +150,22 @@ fn thread_group(tid: u32) -> Option<u32> {
 /// every day, and only traced.
 fn failed(e: FsError) -> Errno {
     if matches!(e, FsError::Refused { .. }) {
-        warn!("{e}");
+        match REFUSALS_LOGGED.admit(std::time::Instant::now()) {
+            Some(0) => warn!("{e}"),
+            Some(held) => warn!("{e} ({held} more refusals not logged: too many at once)"),
+            None => debug!("{e}"),
+        }
     } else {
         debug!("{e}");
     }
-    Errno::from_i32(errno(&e))
+    let n = errno(&e);
+    metrics::error(n);
+    Errno::from_i32(n)
 }
+
+/// Refusals are logged at most 20 at once and 5 a second after that: a
+/// client retrying in a loop must not flood the journal.
+static REFUSALS_LOGGED: RateLimit = RateLimit::new(20, 5);
 
 /// Replies to a request that yields a value with `ok`, or with its error
 /// through [`failed`].
@@ -263,6 +276,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        metrics::request(Op::Lookup);
         reply!(reply, self.fs.lookup(parent.0, name), |a| reply.entry(
             &ttl(&a),
             &file_attr(&a),
@@ -273,6 +287,7 @@ impl Filesystem for FuseFs {
     /// An open file's attributes are those of its number (see
     /// [`StreamFs::getattr`]): the handle is not needed.
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        metrics::request(Op::Getattr);
         reply!(reply, self.fs.getattr(ino.0), |a| reply
             .attr(&ttl(&a), &file_attr(&a)))
     }
@@ -295,6 +310,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        metrics::request(Op::Setattr);
         // The kernel sends ctime alone with other changes; it is not one.
         let change = AttrChange {
             size,
@@ -309,6 +325,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        metrics::request(Op::Readlink);
         reply!(reply, self.fs.readlink(ino.0), |t| reply.data(t.as_bytes()))
     }
 
@@ -321,12 +338,14 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        metrics::request(Op::Mkdir);
         reply!(reply, self.fs.mkdir(caller(req), parent.0, name), |a| {
             reply.entry(&ttl(&a), &file_attr(&a), Generation(0))
         })
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        metrics::request(Op::Unlink);
         let r = self.dropping_entries(&[(parent, name)], || {
             self.fs.unlink(caller(req), parent.0, name)
         });
@@ -334,6 +353,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        metrics::request(Op::Rmdir);
         let r = self.dropping_entries(&[(parent, name)], || {
             self.committing(|| self.fs.rmdir(caller(req), parent.0, name))
         });
@@ -348,6 +368,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        metrics::request(Op::Symlink);
         let r = self.committing(|| self.fs.symlink(caller(req), parent.0, link_name, target));
         // A zero lifetime: the next lookup shows the promoted directory.
         reply!(reply, r, |a| reply.entry(
@@ -367,6 +388,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        metrics::request(Op::Rename);
         let r = self.dropping_entries(&[(parent, name), (newparent, newname)], || {
             self.committing(|| {
                 self.fs.rename(
@@ -388,6 +410,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        metrics::request(Op::Link);
         reply!(reply, self.fs.link(ino.0, newparent.0, newname), |a| reply
             .entry(&ttl(&a), &file_attr(&a), Generation(0)))
     }
@@ -402,6 +425,7 @@ impl Filesystem for FuseFs {
     /// request to the daemon, as on a native filesystem: what nginx does
     /// per request. Only on read-only mounts, where no open can write.
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        metrics::request(Op::Open);
         if self.reads == Reads::KernelOpens {
             return unsupported!(reply);
         }
@@ -490,6 +514,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        metrics::request(Op::Read);
         // Handle 0 is never given out: a file the kernel opened itself.
         let r = if fh.0 == 0 {
             self.fs.read_by_inode(ino.0, offset, size)
@@ -511,6 +536,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        metrics::request(Op::Write);
         reply!(reply, self.fs.write(fh.0, offset, data), |n| reply
             .written(n))
     }
@@ -523,6 +549,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        metrics::request(Op::Flush);
         if self.reads == Reads::KernelOpens {
             // Nothing to flush on a read-only mount: ENOSYS stops the
             // FLUSH the kernel sends at every close of a file it opened
@@ -543,6 +570,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        metrics::request(Op::Release);
         {
             let mut b = self.backing.lock().expect("backing lock");
             if let Some(id) = b.by_handle.remove(&fh.0)
@@ -564,6 +592,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        metrics::request(Op::Fsync);
         // Data is fsynced when it enters the pool, at close.
         reply.ok();
     }
@@ -576,6 +605,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        metrics::request(Op::Readdir);
         reply!(reply, self.fs.readdir(ino.0, offset, &mut reply), |()| {
             reply.ok()
         })
@@ -589,6 +619,7 @@ impl Filesystem for FuseFs {
     /// mount (create, mkdir, unlink, rmdir, rename, symlink), and by the
     /// generation watcher's inode invalidation at every commit for the rest.
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        metrics::request(Op::Opendir);
         unsupported!(reply)
     }
 
@@ -600,6 +631,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        metrics::request(Op::Readdirplus);
         reply!(
             reply,
             self.fs.readdir_plus(ino.0, offset, &mut reply),
@@ -608,10 +640,12 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        metrics::request(Op::Forget);
         self.fs.forget(ino.0, nlookup);
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        metrics::request(Op::Access);
         let write = mask.contains(fuser::AccessFlags::W_OK);
         reply!(reply, self.fs.access(caller(req), ino.0, write), |()| reply
             .ok())
@@ -627,6 +661,7 @@ impl Filesystem for FuseFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        metrics::request(Op::Mknod);
         reply!(reply, self.fs.mknod(caller(req), parent.0, name), |a| reply
             .entry(&ttl(&a), &file_attr(&a), Generation(0)))
     }
@@ -644,10 +679,12 @@ impl Filesystem for FuseFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
+        metrics::request(Op::Getxattr);
         unsupported!(reply)
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        metrics::request(Op::Listxattr);
         unsupported!(reply)
     }
 
@@ -661,6 +698,7 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        metrics::request(Op::Create);
         let r = self.fs.create(writing_caller(req), parent.0, name);
         reply!(reply, r, |Created { attr, opened }| {
             let fl = if opened.direct_io {

@@ -4,7 +4,8 @@
 //! from `errno` alone. `options` reads `-o`, `daemon` detaches and logs,
 //! `reaper` reaps orphans while mounted (core decides what is due and
 //! verifies blobs before they are served), `caches` drops what the kernel caches at each new
-//! generation, `watchdog` tells systemd the session answers.
+//! generation, `watchdog` tells systemd the session answers, `metrics` counts
+//! requests for the opt-in Prometheus endpoint.
 
 pub mod caches;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod errno;
 pub mod fs;
 pub mod fuse;
 pub mod inode;
+pub mod metrics;
 pub mod options;
 pub mod reaper;
 pub mod watchdog;

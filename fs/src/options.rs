@@ -33,6 +33,9 @@ pub struct MountOpts {
     pub fsname: Option<String>,
     /// Options accepted and ignored, for one log line.
     pub ignored: Vec<String>,
+    /// `metrics=ADDR`: serve Prometheus metrics there (loopback or a unix
+    /// socket).
+    pub metrics: Option<crate::metrics::MetricsAddr>,
 }
 
 /// A mount option streamfs cannot honour.
@@ -41,12 +44,14 @@ pub enum OptionError {
     #[error(
         "unknown mount option '{0}' (streamfs accepts allow_other, allow_root, \
          default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, \
-         sync, async, dirsync, log=FILE, no_passthrough, passthrough, fsname=NAME, and mount(8)'s own \
+         sync, async, dirsync, log=FILE, no_passthrough, passthrough, fsname=NAME, metrics=ADDR, and mount(8)'s own \
          options such as defaults, nofail, _netdev, x-systemd.*)"
     )]
     Unknown(String),
     #[error("mount option '{0}': {1}")]
     Refused(String, &'static str),
+    #[error("mount option '{0}': {1}")]
+    Invalid(String, String),
 }
 
 /// Options of `mount(8)`, fstab and systemd that reach the filesystem's
@@ -88,6 +93,7 @@ impl MountOpts {
             passthrough: false,
             fsname: None,
             ignored: Vec::new(),
+            metrics: None,
         };
         for opt in options.iter().map(AsRef::as_ref) {
             let (key, value) = match opt.split_once('=') {
@@ -134,6 +140,13 @@ impl MountOpts {
                 }
                 ("fsname", Some(name)) if !name.is_empty() => {
                     o.fsname = Some(name.to_string());
+                    continue;
+                }
+                ("metrics", Some(addr)) => {
+                    o.metrics = Some(
+                        crate::metrics::MetricsAddr::parse(addr)
+                            .map_err(|why| OptionError::Invalid(opt.to_string(), why))?,
+                    );
                     continue;
                 }
                 ("subtype", Some("streamfs")) => continue,

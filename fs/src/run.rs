@@ -50,6 +50,10 @@ pub fn run(
         );
     }
     raise_open_file_limit();
+    if let Some(addr) = &opts.metrics {
+        streamfs::metrics::serve(addr, fs.clone())
+            .with_context(|| format!("starting the metrics endpoint ({addr:?})"))?;
+    }
     let mut cfg = Config::default();
     if fs.read_only() {
         warn!(

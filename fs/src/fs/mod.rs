@@ -145,6 +145,11 @@ impl StreamFs {
         &self.store
     }
 
+    /// Files open through the mount now.
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().expect("handles lock").len()
+    }
+
     /// Whether the store is on a read-only filesystem (the mount is then
     /// read-only too).
     pub fn read_only(&self) -> bool {
