@@ -258,23 +258,36 @@ impl Db {
         row.as_ref().map(build_from).transpose()
     }
 
-    /// Newest first; `limit` caps the answer.
+    /// One page of builds, newest first: at most `limit` with an id below
+    /// `before` (all when `None`), and the cursor of the next page (the
+    /// last id returned) when older ones remain. One row more than the page
+    /// is read to know; the primary key orders and bounds the scan.
     pub async fn list(
         &self,
         state: Option<&str>,
         arch: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Build>> {
+        before: Option<i64>,
+    ) -> Result<(Vec<Build>, Option<i64>)> {
         let rows = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE ($1 = '' OR state = $1) AND ($2 = '' OR arch = $2) \
-             ORDER BY id DESC LIMIT $3"
+             AND id < $3 ORDER BY id DESC LIMIT $4"
         ))
         .bind(state.unwrap_or(""))
         .bind(arch.unwrap_or(""))
-        .bind(limit)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(build_from).collect()
+        let mut builds = rows.iter().map(build_from).collect::<Result<Vec<_>>>()?;
+        let more = builds.len() as i64 > limit;
+        builds.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more {
+            builds.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok((builds, next))
     }
 
     pub async fn event(&self, build: i64, kind: &str, data: Value) -> Result<()> {

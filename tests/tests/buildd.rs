@@ -242,10 +242,119 @@ fn bad_requests(s: &Service) {
         None,
     );
     assert_eq!(code, 200);
+    let openapi: Value = serde_json::from_str(&text).expect("openapi");
+    let listing = &openapi["paths"]["/api/v1/builds"]["get"];
     assert!(
-        serde_json::from_str::<Value>(&text).expect("openapi")["paths"]["/api/v1/builds"]
-            .is_object()
+        listing["parameters"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "before")),
+        "{listing}"
     );
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("before=0", "before"),
+        ("before=-3", "before"),
+        ("before=x", "before"),
+        ("limit=5&before=1.5", "before"),
+    ] {
+        let (code, text) = curl(Some(&t), "GET", &format!("{url}?{query}"), None);
+        assert_eq!(code, 400, "{query}: {text}");
+        let msg = serde_json::from_str::<Value>(&text).expect("error JSON")["error"].clone();
+        assert!(
+            msg.as_str().is_some_and(|m| m.starts_with(param)),
+            "{query}: {text}"
+        );
+    }
+    paging(s, &server, &url);
+}
+
+/// Listing pages: 23 builds (two arches) read 5 at a time by the `next`
+/// cursor, through the API and `mountctl builds list --all`, come out each
+/// exactly once, newest first; a filtered listing pages within its arch.
+fn paging(s: &Service, server: &streamfs_tests::buildd::Server, url: &str) {
+    let t = token(&s.submit_token);
+    let mut ids: Vec<(i64, &str)> = (0..23)
+        .map(|i| {
+            let arch = if i % 3 == 0 { "arm64" } else { "amd64" };
+            let body = format!(
+                r#"{{"arch":"{arch}","release":"noble","version":"202509{i:02}","source":"ok","stream":"candidate"}}"#
+            );
+            let (code, text) = curl(Some(&t), "POST", url, Some(&body));
+            assert_eq!(code, 201, "{text}");
+            let v: Value = serde_json::from_str(&text).expect("id JSON");
+            (v["id"].as_i64().expect("id"), arch)
+        })
+        .collect();
+    ids.reverse();
+    let pages = |query: &str| {
+        let (mut got, mut pages, mut before) = (Vec::new(), 0, None::<i64>);
+        loop {
+            let cursor = before.map(|b| format!("&before={b}")).unwrap_or_default();
+            let (code, text) = curl(Some(&t), "GET", &format!("{url}?{query}{cursor}"), None);
+            assert_eq!(code, 200, "{text}");
+            let v: Value = serde_json::from_str(&text).expect("page JSON");
+            let page = v["builds"].as_array().expect("builds");
+            assert!(page.len() <= 5, "{query}: a page of {}", page.len());
+            got.extend(page.iter().map(|b| b["id"].as_i64().expect("id")));
+            pages += 1;
+            match v["next"].as_i64() {
+                Some(n) => before = Some(n),
+                None => break (got, pages),
+            }
+        }
+    };
+    let (all, n) = pages("limit=5");
+    assert_eq!(all, ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    assert_eq!(n, 5, "23 builds in pages of 5");
+    let (arm, _) = pages("limit=5&arch=arm64");
+    let want: Vec<i64> = ids
+        .iter()
+        .filter(|(_, a)| *a == "arm64")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(arm, want);
+    // The default page is 100: all 23, and no next page.
+    let (code, text) = curl(Some(&t), "GET", url, None);
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&text).expect("list JSON");
+    assert_eq!(v["builds"].as_array().map(Vec::len), Some(23));
+    assert!(v["next"].is_null(), "{}", v["next"]);
+    // The CLI: one page says how to go on; --all follows the cursor.
+    let one = s.builds(server, &["list", "--limit", "5"]);
+    assert_eq!(one.code, Some(0), "{}", one.stderr_text());
+    assert_eq!(
+        one.stdout_text().lines().count(),
+        6,
+        "{}",
+        one.stdout_text()
+    );
+    assert!(
+        one.stderr_text()
+            .contains(&format!("--before {}", ids[4].0)),
+        "{}",
+        one.stderr_text()
+    );
+    let every = s.builds(server, &["list", "--limit", "5", "--all", "--json"]);
+    assert_eq!(every.code, Some(0), "{}", every.stderr_text());
+    let v: Value = serde_json::from_str(&every.stdout_text()).expect("list --json");
+    let got: Vec<i64> = v["builds"]
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, all);
+    let older = s.builds(
+        server,
+        &["list", "--before", &ids[20].0.to_string(), "--json"],
+    );
+    let v: Value = serde_json::from_str(&older.stdout_text()).expect("list --json");
+    assert_eq!(v["builds"].as_array().map(Vec::len), Some(2));
+    let bad = s.builds(server, &["list", "--limit", "5000"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr_text().contains("limit"), "{}", bad.stderr_text());
 }
 
 /// A worker killed with SIGKILL mid-build: after its lease the build is
@@ -426,7 +535,7 @@ fn many_builds_two_servers_on_postgres() {
     let _workers: Vec<_> = (0..4)
         .map(|i| s.worker_with(&servers[i % 2], "amd64", &format!("many{i}"), Builder::Test))
         .collect();
-    let list = format!("{}/api/v1/builds?arch=amd64", servers[0].url());
+    let list = format!("{}/api/v1/builds?arch=amd64&limit=1000", servers[0].url());
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let builds = loop {
         let (code, text) = curl(Some(&t), "GET", &list, None);
