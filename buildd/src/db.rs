@@ -97,11 +97,12 @@ fn schema(backend: Backend) -> Vec<String> {
              state TEXT NOT NULL, stage TEXT, percent BIGINT NOT NULL DEFAULT 0, worker TEXT, \
              lease_until BIGINT NOT NULL DEFAULT 0, losses BIGINT NOT NULL DEFAULT 0, reason TEXT, \
              created BIGINT NOT NULL, started BIGINT, finished BIGINT, artifacts TEXT NOT NULL DEFAULT '[]', \
-             notified BIGINT NOT NULL DEFAULT 0, committing BIGINT NOT NULL DEFAULT 0)"
+             notified BIGINT NOT NULL DEFAULT 0, committing BIGINT NOT NULL DEFAULT 0, commit_files TEXT)"
         ),
-        // Databases made before `committing` existed (the error when it
-        // does is ignored).
+        // Databases made before these columns existed (the error when they
+        // do is ignored).
         "ALTER TABLE builds ADD COLUMN committing BIGINT NOT NULL DEFAULT 0".into(),
+        "ALTER TABLE builds ADD COLUMN commit_files TEXT".into(),
         "CREATE INDEX IF NOT EXISTS builds_queue ON builds (state, arch, id)".into(),
         format!(
             "CREATE TABLE IF NOT EXISTS events (id {serial}, build_id BIGINT NOT NULL, kind TEXT NOT NULL, \
@@ -363,22 +364,7 @@ impl Db {
         .await
     }
 
-    /// The point of no return of a build's intake: true when it is still
-    /// running for `worker` (not canceled, not re-queued), and from now on
-    /// it can no longer be canceled nor lose its lease.
-    pub async fn begin_commit(&self, id: i64, worker: &str) -> Result<bool> {
-        Ok(sqlx::query(
-            "UPDATE builds SET committing = 1 WHERE id = $1 AND worker = $2 AND state = 'running'",
-        )
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    async fn set_state_where(
+    pub(crate) async fn set_state_where(
         &self,
         id: i64,
         from: &[&str],
@@ -504,7 +490,7 @@ impl Db {
         let now = now_ms();
         let sql = format!(
             "UPDATE builds SET state = 'running', worker = $1, lease_until = $2, started = $3, \
-             stage = NULL, percent = 0 \
+             stage = NULL, percent = 0, committing = 0, commit_files = NULL \
              WHERE id = (SELECT id FROM builds WHERE state = 'queued' AND arch = $4 ORDER BY id LIMIT 1{lock}) \
              AND state = 'queued' RETURNING {BUILD_COLUMNS}"
         );

@@ -3,7 +3,9 @@
 //! and watch with `curl -N`, the artifacts in the store, a worker killed
 //! with SIGKILL mid-build, a build losing its worker N times, cancel
 //! reaching the builder's process group, per-arch routing, a server restart
-//! mid-queue, bad tokens and bodies, webhooks surviving a server crash.
+//! mid-queue, a server killed in an artifact commit, listing pages, bad
+//! tokens, bodies and parameters, webhooks surviving a server crash, email
+//! to an SMTP sink.
 //! Workers run `mountctl build --builder fake` except where a test needs a
 //! slow, failing, large or counted build (the test builder, named there).
 //!
@@ -477,11 +479,79 @@ fn restart(s: &Service) {
     }
 }
 
+/// A server killed with SIGKILL in a build's artifact commit (the
+/// server's test-only `STREAMFS_BUILDD_TEST_STOP` holds it there): killed
+/// before the store commit, the restarted server finds nothing of the build
+/// in the stream and queues it again; the worker runs it again, and the
+/// server is killed right after that commit landed; the next server finds
+/// the version in the stream with the artifacts' sha256 and marks the build
+/// succeeded. Nothing is inserted twice.
+fn server_killed_in_commit(s: &mut Service) {
+    let stop_at = |s: &mut Service, point: &str| {
+        s.server_env = vec![("STREAMFS_BUILDD_TEST_STOP".into(), point.into())];
+    };
+    stop_at(s, "before-commit");
+    let mut server = s.serve();
+    let port = server.port;
+    let _w = s.worker(&server, "amd64", "committer");
+    let id = s.submit(&server, "amd64", "20250901", SOURCE);
+    server.wait_log(
+        &format!("test stop: build {id} before-commit"),
+        60,
+        "the build never reached its commit",
+    );
+    server.kill9();
+    assert!(!has_version(s, "20250901"));
+    stop_at(s, "after-commit");
+    let mut server = s.serve_on(Some(port));
+    server.wait_log(
+        &format!("test stop: build {id} after-commit"),
+        60,
+        "the build was not queued again and committed",
+    );
+    server.kill9();
+    assert!(has_version(s, "20250901"), "the second commit did not land");
+    s.server_env.clear();
+    let server = s.serve_on(Some(port));
+    let b = wait_build(s, &server, id, 30, "succeeded", state_is("succeeded"));
+    assert_eq!(b["losses"], 1, "{b}");
+    assert!(
+        b["artifacts"]["versions"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| v.ends_with(" 20250901")))),
+        "{b}"
+    );
+    let (_, events) = curl(
+        Some(&token(&s.submit_token)),
+        "GET",
+        &format!("{}/api/v1/builds/{id}/events", server.url()),
+        None,
+    );
+    assert!(
+        events.contains("the commit did not land: queued again"),
+        "{events}"
+    );
+    assert!(events.contains("found them in the stream"), "{events}");
+    let items: Vec<_> = flat_items(&s.store.products_file("candidate"))
+        .into_iter()
+        .filter(|i| i.get("version_name").map(String::as_str) == Some("20250901"))
+        .collect();
+    assert!(!items.is_empty());
+    assert!(
+        !s.store
+            .root
+            .join("buildd/jobs")
+            .join(id.to_string())
+            .exists(),
+        "the build's intake directory stayed"
+    );
+}
+
 /// A named case of the suite, run on a fresh service.
 type Case = (&'static str, fn(&mut Service));
 
 fn suite(db: impl Fn() -> Option<String>) {
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         ("submit and watch", |s| submit_and_watch(s)),
         ("bad requests", |s| bad_requests(s)),
         ("worker killed", |s| worker_killed(s)),
@@ -491,6 +561,7 @@ fn suite(db: impl Fn() -> Option<String>) {
         ("restart", |s| restart(s)),
         ("webhook", webhook),
         ("webhook outbox across a crash", webhook_outbox),
+        ("server killed in the commit", server_killed_in_commit),
     ];
     for (name, case) in cases {
         let Some(mut s) = Service::new(db()) else {
@@ -660,11 +731,82 @@ fn use_webhook(s: &mut Service, port: u16, key: &str) {
     ];
 }
 
+/// An SMTP sink on 127.0.0.1, on a port of its own held for its whole
+/// life: it speaks just enough SMTP for one mail per session (220, EHLO or
+/// HELO 250, MAIL and RCPT 250, DATA 354, "." 250, QUIT 221) and sends each
+/// mail's text (headers and body) on the channel. The first `refuse`
+/// sessions get a 451 to their MAIL (a mail server that cannot take mail
+/// now), so the mail must be retried.
+fn smtp_sink(refuse: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().flatten().enumerate() {
+            let mut w = conn.try_clone().expect("clone");
+            let mut r = BufReader::new(conn);
+            let mut say = |text: &str| w.write_all(format!("{text}\r\n").as_bytes());
+            let _ = say("220 sink ESMTP");
+            let (mut data, mut mail) = (false, String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end_matches(['\r', '\n']);
+                if data {
+                    if line == "." {
+                        data = false;
+                        let _ = say("250 2.0.0 queued");
+                        if tx.send(std::mem::take(&mut mail)).is_err() {
+                            return;
+                        }
+                    } else {
+                        mail.push_str(line.strip_prefix('.').unwrap_or(line));
+                        mail.push('\n');
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or(line).to_ascii_uppercase();
+                let _ = match verb.as_str() {
+                    "MAIL" if n < refuse => say("451 4.3.0 try again later"),
+                    "DATA" => {
+                        data = true;
+                        say("354 end with <CRLF>.<CRLF>")
+                    }
+                    "QUIT" => {
+                        let _ = say("221 bye");
+                        break;
+                    }
+                    _ => say("250 ok"),
+                };
+            }
+        }
+    });
+    (port, rx)
+}
+
 /// Each terminal state (succeeded, failed, canceled) reaches the webhook
-/// once, signed with the shared secret.
+/// once, signed with the shared secret, and is mailed once through an SMTP
+/// server that refuses the first mail (retried through the outbox).
 fn webhook(s: &mut Service) {
     let (port, rx) = webhook_receiver();
     use_webhook(s, port, "s3cret-hook-key\n");
+    let (smtp, mails) = smtp_sink(1);
+    s.extra_args.extend(
+        [
+            "--smtp",
+            &format!("127.0.0.1:{smtp}"),
+            "--smtp-from",
+            "buildd@example.org",
+            "--smtp-to",
+            "builds@example.org",
+            "--smtp-to",
+            "ops@example.org",
+        ]
+        .map(String::from),
+    );
     let server = s.serve();
     let _w = s.worker(&server, "amd64", "hooked");
     let ok = s.submit(&server, "amd64", "20250501", SOURCE);
@@ -703,6 +845,35 @@ fn webhook(s: &mut Service) {
             .as_str()
             .is_some_and(|r| r.contains("release 'nosuch' is not in")),
         "{failed}"
+    );
+    let mut mailed = std::collections::BTreeMap::new();
+    while mailed.len() < 3 {
+        let mail = mails
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("a mail: {}", server.log_text()));
+        let subject = mail
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: streamfs build "))
+            .unwrap_or_else(|| panic!("no subject naming the build: {mail}"));
+        let (id, state) = subject.split_once(' ').expect("id and state");
+        let id: i64 = id.parse().expect("build id");
+        assert!(
+            mail.contains("builds@example.org") && mail.contains("ops@example.org"),
+            "{mail}"
+        );
+        assert!(mail.contains(&format!("Build {id} {state}.")), "{mail}");
+        assert!(
+            mailed.insert(id, state.to_string()).is_none(),
+            "mailed twice: {mail}"
+        );
+        if id == bad {
+            assert!(mail.contains("release 'nosuch'"), "no reason: {mail}");
+        }
+    }
+    assert_eq!(mailed, seen, "one mail per terminal state");
+    assert!(
+        server.log_text().contains("email for build"),
+        "the refused mail was not logged as retried"
     );
     s.extra_args.clear();
 }
