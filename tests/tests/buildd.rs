@@ -919,6 +919,7 @@ fn webhook_outbox(s: &mut Service) {
 /// The web page in headless Chromium: the token and the form filled in and
 /// submitted as a user would, the build page's state, progress bar and log
 /// followed until done; the screenshot is kept in target/buildd-web.png.
+/// Then more than a page of builds: the older ones come with the button.
 #[test]
 fn web_page_in_chromium() {
     let Some(s) = Service::new(None) else { return };
@@ -987,6 +988,52 @@ fn web_page_in_chromium() {
     let shot = streamfs_tests::workspace_root().join("target/buildd-web.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
+    // More than a page of builds (queued for an arch no worker has): the
+    // list shows the newest 100, and "older builds" loads the rest.
+    for i in 0..101 {
+        let body = format!(
+            r#"{{"arch":"s390x","release":"noble","version":"2025{i:04}","source":"ok","stream":"candidate"}}"#
+        );
+        let (code, text) = curl(
+            Some(&t),
+            "POST",
+            &format!("{}/api/v1/builds", server.url()),
+            Some(&body),
+        );
+        assert_eq!(code, 201, "{text}");
+    }
+    let rows = r#"document.getElementById("rows").children.length"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while browser.eval(r#"!document.getElementById("older").hidden"#) != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no older-builds button; rows: {}",
+            browser.eval(rows)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(browser.eval(rows), 100);
+    browser.eval(r#"document.getElementById("older").click(), true"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while browser.eval(rows) != 102 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "older builds not listed: {} rows",
+            browser.eval(rows)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = browser.eval(r#"document.getElementById("rows").textContent"#);
+    assert!(
+        all.as_str()
+            .is_some_and(|r| r.contains("20250601") && r.contains("20250000")),
+        "{all}"
+    );
+    assert_eq!(
+        browser.eval(r#"document.getElementById("older").hidden"#),
+        true,
+        "the last page still offers older builds"
+    );
 }
 
 /// A cancel that comes while the server takes in a build's artifacts (a
