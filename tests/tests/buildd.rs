@@ -568,7 +568,9 @@ fn suite(db: impl Fn() -> Option<String>) {
             return;
         };
         eprintln!("case: {name}");
+        let t0 = std::time::Instant::now();
         case(&mut s);
+        eprintln!("case: {name}: {:.1} s", t0.elapsed().as_secs_f64());
     }
 }
 
