@@ -122,9 +122,16 @@ pub async fn submit(
 pub struct ListQuery {
     state: Option<String>,
     arch: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
+    before: Option<String>,
 }
 
+/// The page size when the client names none, and the largest it may ask.
+const PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+/// A page of builds, newest first: `{"builds": […], "next": ID|null}`;
+/// `next` is the `before` of the following page, null on the last one.
 pub async fn list(
     State(app): State<App>,
     _: Submitter,
@@ -137,12 +144,31 @@ pub async fn list(
             "state {s:?}: expected queued, running, succeeded, failed or canceled"
         )));
     }
-    let limit = q.limit.unwrap_or(100_000).clamp(1, 100_000);
-    let builds = app
+    let limit = match &q.limit {
+        None => PAGE,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "limit {l:?}: expected a page size from 1 to {MAX_PAGE}"
+                ))
+            })?,
+    };
+    let before = match &q.before {
+        None => None,
+        Some(b) => Some(b.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::bad(format!(
+                "before {b:?}: expected a build id (a positive integer), as in the last page's next"
+            ))
+        })?),
+    };
+    let (builds, next) = app
         .db
-        .list(q.state.as_deref(), q.arch.as_deref(), limit)
+        .list(q.state.as_deref(), q.arch.as_deref(), limit, before)
         .await?;
-    Ok(Json(json!({"builds": builds})))
+    Ok(Json(json!({"builds": builds, "next": next})))
 }
 
 pub async fn show(

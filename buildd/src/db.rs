@@ -97,11 +97,12 @@ fn schema(backend: Backend) -> Vec<String> {
              state TEXT NOT NULL, stage TEXT, percent BIGINT NOT NULL DEFAULT 0, worker TEXT, \
              lease_until BIGINT NOT NULL DEFAULT 0, losses BIGINT NOT NULL DEFAULT 0, reason TEXT, \
              created BIGINT NOT NULL, started BIGINT, finished BIGINT, artifacts TEXT NOT NULL DEFAULT '[]', \
-             notified BIGINT NOT NULL DEFAULT 0, committing BIGINT NOT NULL DEFAULT 0)"
+             notified BIGINT NOT NULL DEFAULT 0, committing BIGINT NOT NULL DEFAULT 0, commit_files TEXT)"
         ),
-        // Databases made before `committing` existed (the error when it
-        // does is ignored).
+        // Databases made before these columns existed (the error when they
+        // do is ignored).
         "ALTER TABLE builds ADD COLUMN committing BIGINT NOT NULL DEFAULT 0".into(),
+        "ALTER TABLE builds ADD COLUMN commit_files TEXT".into(),
         "CREATE INDEX IF NOT EXISTS builds_queue ON builds (state, arch, id)".into(),
         format!(
             "CREATE TABLE IF NOT EXISTS events (id {serial}, build_id BIGINT NOT NULL, kind TEXT NOT NULL, \
@@ -258,23 +259,36 @@ impl Db {
         row.as_ref().map(build_from).transpose()
     }
 
-    /// Newest first; `limit` caps the answer.
+    /// One page of builds, newest first: at most `limit` with an id below
+    /// `before` (all when `None`), and the cursor of the next page (the
+    /// last id returned) when older ones remain. One row more than the page
+    /// is read to know; the primary key orders and bounds the scan.
     pub async fn list(
         &self,
         state: Option<&str>,
         arch: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Build>> {
+        before: Option<i64>,
+    ) -> Result<(Vec<Build>, Option<i64>)> {
         let rows = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS} FROM builds WHERE ($1 = '' OR state = $1) AND ($2 = '' OR arch = $2) \
-             ORDER BY id DESC LIMIT $3"
+             AND id < $3 ORDER BY id DESC LIMIT $4"
         ))
         .bind(state.unwrap_or(""))
         .bind(arch.unwrap_or(""))
-        .bind(limit)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(build_from).collect()
+        let mut builds = rows.iter().map(build_from).collect::<Result<Vec<_>>>()?;
+        let more = builds.len() as i64 > limit;
+        builds.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more {
+            builds.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok((builds, next))
     }
 
     pub async fn event(&self, build: i64, kind: &str, data: Value) -> Result<()> {
@@ -350,22 +364,7 @@ impl Db {
         .await
     }
 
-    /// The point of no return of a build's intake: true when it is still
-    /// running for `worker` (not canceled, not re-queued), and from now on
-    /// it can no longer be canceled nor lose its lease.
-    pub async fn begin_commit(&self, id: i64, worker: &str) -> Result<bool> {
-        Ok(sqlx::query(
-            "UPDATE builds SET committing = 1 WHERE id = $1 AND worker = $2 AND state = 'running'",
-        )
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
-    }
-
-    async fn set_state_where(
+    pub(crate) async fn set_state_where(
         &self,
         id: i64,
         from: &[&str],
@@ -491,7 +490,7 @@ impl Db {
         let now = now_ms();
         let sql = format!(
             "UPDATE builds SET state = 'running', worker = $1, lease_until = $2, started = $3, \
-             stage = NULL, percent = 0 \
+             stage = NULL, percent = 0, committing = 0, commit_files = NULL \
              WHERE id = (SELECT id FROM builds WHERE state = 'queued' AND arch = $4 ORDER BY id LIMIT 1{lock}) \
              AND state = 'queued' RETURNING {BUILD_COLUMNS}"
         );

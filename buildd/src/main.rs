@@ -8,7 +8,9 @@
 //! PostgreSQL for several servers); workers reach the server over HTTP only.
 
 mod api;
+mod commit;
 mod db;
+mod email;
 mod intake;
 mod notify;
 mod outbox;
@@ -86,6 +88,23 @@ struct ServeArgs {
     /// The HMAC-SHA256 key of the webhook's X-Streamfs-Signature header.
     #[arg(long, value_name = "FILE")]
     webhook_secret_file: Option<PathBuf>,
+    /// Mail each build reaching a terminal state through this SMTP server.
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["smtp_from", "smtp_to"])]
+    smtp: Option<String>,
+    /// The mails' sender.
+    #[arg(long, value_name = "ADDRESS", requires = "smtp")]
+    smtp_from: Option<String>,
+    /// A recipient of the mails (repeatable).
+    #[arg(long, value_name = "ADDRESS", requires = "smtp")]
+    smtp_to: Vec<String>,
+    /// Upgrade the SMTP connection with STARTTLS, the server's certificate
+    /// checked against the webpki roots (refused if the server cannot).
+    #[arg(long, requires = "smtp")]
+    smtp_starttls: bool,
+    /// A file with the SMTP user on its first line and its password on the
+    /// second (credentials only go over STARTTLS).
+    #[arg(long, value_name = "FILE", requires = "smtp_starttls")]
+    smtp_auth_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -171,6 +190,16 @@ async fn run(cli: Cli) -> Result<()> {
                 }),
                 _ => None,
             };
+            let email = match (&a.smtp, &a.smtp_from) {
+                (Some(relay), Some(from)) => Some(email::Email::new(&email::EmailSettings {
+                    relay,
+                    from,
+                    to: &a.smtp_to,
+                    starttls: a.smtp_starttls,
+                    auth_file: a.smtp_auth_file.as_deref(),
+                })?),
+                _ => None,
+            };
             if !(a.lease > 0.0 && a.lease < 86_400.0) {
                 anyhow::bail!("--lease {}: expected seconds between 0 and 86400", a.lease);
             }
@@ -180,6 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
                 max_losses: a.max_losses.max(1),
                 max_blob: a.max_blob,
                 webhook,
+                email,
             };
             server::serve(db, settings, &a.listen).await
         }

@@ -1,6 +1,6 @@
 //! Notifications on terminal states: a webhook POST of the build as JSON,
 //! signed with HMAC-SHA256 of the body under a shared secret
-//! (`X-Streamfs-Signature: sha256=<hex>`). Deliveries go through the
+//! (`X-Streamfs-Signature: sha256=<hex>`), and an email ([`crate::email`]). Deliveries go through the
 //! database's outbox ([`crate::outbox`]): marked delivered only after a
 //! 2xx, retried with backoff otherwise, whichever server sharing the
 //! database is up.
@@ -32,6 +32,9 @@ fn channels(app: &App) -> Vec<&'static str> {
     let mut c = Vec::new();
     if app.settings.webhook.is_some() {
         c.push("webhook");
+    }
+    if app.settings.email.is_some() {
+        c.push("email");
     }
     c
 }
@@ -111,6 +114,10 @@ async fn deliver(app: &App, client: &reqwest::Client, due: &Due, b: &Build) -> R
             }
             Ok(())
         }
+        "email" => match &app.settings.email {
+            Some(email) => email.send(b).await,
+            None => bail!("no SMTP server configured on this server"),
+        },
         other => bail!("unknown notification channel {other}"),
     }
 }

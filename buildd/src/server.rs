@@ -25,6 +25,7 @@ pub struct Settings {
     pub max_losses: i64,
     pub max_blob: u64,
     pub webhook: Option<notify::Webhook>,
+    pub email: Option<crate::email::Email>,
 }
 
 pub struct AppState {
@@ -199,11 +200,18 @@ async fn shutdown() {
     }
 }
 
-/// Re-queues builds whose worker stopped heartbeating.
+/// Re-queues builds whose worker stopped heartbeating, and recovers those
+/// whose server stopped in their artifact commit ([`crate::commit`]); the
+/// first sweep runs at start-up.
 async fn lease_loop(app: App) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        match crate::commit::recover(&app).await {
+            Ok(true) => app.queue.notify_waiters(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("recovering interrupted commits: {e:#}"),
+        }
         match app.db.expire_leases(app.settings.max_losses).await {
             Ok(arches) if !arches.is_empty() => {
                 app.queue.notify_waiters();

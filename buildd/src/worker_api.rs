@@ -273,6 +273,16 @@ pub async fn finish(
         }
         "succeeded" => {
             intake::check_files(&b.files).map_err(ApiError::bad)?;
+            // A finish sent again after a server died in the commit: the
+            // recovery (crate::commit) decides, not a second insert.
+            if app.db.is_committing(id).await? {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "build {id}: a commit of its artifacts was cut short; the server checks whether it landed"
+                    ),
+                ));
+            }
             let build = app.db.get(id).await?.ok_or(ApiError::not_found(id))?;
             app.db.progress(id, Some("intake"), None).await?;
             app.events.notify_waiters();
@@ -283,20 +293,33 @@ pub async fn finish(
                 worker.clone(),
                 tokio::runtime::Handle::current(),
             );
+            let lease = app.settings.lease.as_millis() as i64;
+            let leased = crate::commit::keep_leased(&app, id);
             let inserted = tokio::task::spawn_blocking(move || {
                 // Asked with the store locked, after everything was staged:
                 // a cancel that came first wins and nothing lands.
-                let mut may_commit = || match rt.block_on(db.begin_commit(id, &who)) {
-                    Ok(yes) => yes,
+                let mut may_commit = || match rt.block_on(db.begin_commit(id, &who, &files, lease))
+                {
+                    Ok(yes) => {
+                        if yes {
+                            crate::commit::test_stop("before-commit", id);
+                        }
+                        yes
+                    }
                     Err(e) => {
                         tracing::warn!("build {id}: {e:#}");
                         false
                     }
                 };
-                intake::insert(&store, id, &build.stream, &files, &mut may_commit)
+                let inserted = intake::insert(&store, id, &build.stream, &files, &mut may_commit);
+                if matches!(inserted, Ok(Some(_))) {
+                    crate::commit::test_stop("after-commit", id);
+                }
+                inserted
             })
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+            .await;
+            leased.abort();
+            let inserted = inserted.map_err(|e| anyhow::anyhow!(e))?;
             match inserted {
                 Ok(Some(versions)) => {
                     let artifacts = json!({"files": b.files, "versions": versions});

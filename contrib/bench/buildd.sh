@@ -4,7 +4,9 @@
 #    submitted one at a time; the server's own created/started timestamps);
 #  - claim throughput: 8 workers, 1,000 queued no-op builds (the builder is
 #    `false`, so each build is claimed, run and finished without an insert);
-#  - listing 10,000 builds (GET /api/v1/builds, curl's total time).
+#  - listing 10,000 builds: the first page (GET /api/v1/builds, 100 builds,
+#    curl's total time) and every page by the `next` cursor (pages of 1,000,
+#    one HTTP connection, Python's urllib).
 #
 #   contrib/bench/buildd.sh [WORKDIR]        # as root (PostgreSQL runs as postgres)
 #   PROFILE=debug contrib/bench/buildd.sh    # skip the release build
@@ -78,7 +80,7 @@ run_db() {
         sleep 0.05
     done
     sleep 2
-    curl -s -H "$auth" "$url/api/v1/builds?arch=lat" | python3 -c '
+    curl -s -H "$auth" "$url/api/v1/builds?arch=lat&limit=1000" | python3 -c '
 import json,sys
 for b in json.load(sys.stdin)["builds"]:
     if b["started"]: print(b["started"]-b["created"])' > "$work/$name/latency"
@@ -98,9 +100,27 @@ for b in json.load(sys.stdin)["builds"]:
     # Listing: fill up to n_list builds, list them all.
     local have=$((n_latency + n_jobs))
     for i in $(seq "$have" "$((n_list - 1))"); do submit list "x$i"; done
+    for _ in 1 2 3 4 5; do
+        curl -s -o /dev/null -w "%{time_total}\n" -H "$auth" "$url/api/v1/builds"
+    done | percentile 50 | awk -v n="$name" -v c="$n_list" '{printf "%s listing %d builds, first page (100): %.1f ms (median of 5)\n", n, c, $1*1000}'
     for _ in 1 2 3; do
-        curl -s -o /dev/null -w "%{time_total}\n" -H "$auth" "$url/api/v1/builds?limit=$n_list"
-    done | percentile 50 | awk -v n="$name" -v c="$n_list" '{printf "%s listing %d builds: %.1f ms (median of 3)\n", n, c, $1*1000}'
+        python3 - "$url" "$(cat "$work/$name/submit")" <<'PY'
+import http.client, json, sys, time, urllib.parse
+url = urllib.parse.urlparse(sys.argv[1])
+conn = http.client.HTTPConnection(url.hostname, url.port)
+hdrs = {"Authorization": "Bearer " + sys.argv[2]}
+t0, n, before = time.perf_counter(), 0, None
+while True:
+    q = "/api/v1/builds?limit=1000" + (f"&before={before}" if before else "")
+    conn.request("GET", q, headers=hdrs)
+    page = json.loads(conn.getresponse().read())
+    n += len(page["builds"])
+    before = page["next"]
+    if before is None:
+        break
+print(time.perf_counter() - t0, n)
+PY
+    done | sort -n | sed -n 2p | awk -v n="$name" '{printf "%s listing all %d builds by cursor (pages of 1000): %.1f ms (median of 3)\n", n, $2, $1*1000}'
 }
 
 run_db sqlite default

@@ -513,6 +513,15 @@ pub struct BuildsListArgs {
     pub state: Option<String>,
     #[arg(long)]
     pub arch: Option<String>,
+    /// Builds per page (the server's default 100, at most 1000).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Only builds older than this id (the `next` a page ends with).
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
+    /// Every build, following the pages to the oldest.
+    #[arg(long)]
+    pub all: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

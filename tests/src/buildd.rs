@@ -260,6 +260,8 @@ pub struct Service {
     meph2_config: PathBuf,
     pub lease: f64,
     pub extra_args: Vec<String>,
+    /// Environment of the servers started from now on.
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Service {
@@ -285,6 +287,7 @@ impl Service {
             meph2_config,
             lease: 2.0,
             extra_args: Vec::new(),
+            server_env: Vec::new(),
         };
         for (role, file) in [
             ("submit", s.submit_token.clone()),
@@ -332,6 +335,7 @@ impl Service {
             .arg(&self.db)
             .args(["--lease", &self.lease.to_string()])
             .args(&self.extra_args)
+            .envs(self.server_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("server log"));

@@ -3,7 +3,9 @@
 //! and watch with `curl -N`, the artifacts in the store, a worker killed
 //! with SIGKILL mid-build, a build losing its worker N times, cancel
 //! reaching the builder's process group, per-arch routing, a server restart
-//! mid-queue, bad tokens and bodies, webhooks surviving a server crash.
+//! mid-queue, a server killed in an artifact commit, listing pages, bad
+//! tokens, bodies and parameters, webhooks surviving a server crash, email
+//! to an SMTP sink.
 //! Workers run `mountctl build --builder fake` except where a test needs a
 //! slow, failing, large or counted build (the test builder, named there).
 //!
@@ -242,10 +244,119 @@ fn bad_requests(s: &Service) {
         None,
     );
     assert_eq!(code, 200);
+    let openapi: Value = serde_json::from_str(&text).expect("openapi");
+    let listing = &openapi["paths"]["/api/v1/builds"]["get"];
     assert!(
-        serde_json::from_str::<Value>(&text).expect("openapi")["paths"]["/api/v1/builds"]
-            .is_object()
+        listing["parameters"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "before")),
+        "{listing}"
     );
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("before=0", "before"),
+        ("before=-3", "before"),
+        ("before=x", "before"),
+        ("limit=5&before=1.5", "before"),
+    ] {
+        let (code, text) = curl(Some(&t), "GET", &format!("{url}?{query}"), None);
+        assert_eq!(code, 400, "{query}: {text}");
+        let msg = serde_json::from_str::<Value>(&text).expect("error JSON")["error"].clone();
+        assert!(
+            msg.as_str().is_some_and(|m| m.starts_with(param)),
+            "{query}: {text}"
+        );
+    }
+    paging(s, &server, &url);
+}
+
+/// Listing pages: 23 builds (two arches) read 5 at a time by the `next`
+/// cursor, through the API and `mountctl builds list --all`, come out each
+/// exactly once, newest first; a filtered listing pages within its arch.
+fn paging(s: &Service, server: &streamfs_tests::buildd::Server, url: &str) {
+    let t = token(&s.submit_token);
+    let mut ids: Vec<(i64, &str)> = (0..23)
+        .map(|i| {
+            let arch = if i % 3 == 0 { "arm64" } else { "amd64" };
+            let body = format!(
+                r#"{{"arch":"{arch}","release":"noble","version":"202509{i:02}","source":"ok","stream":"candidate"}}"#
+            );
+            let (code, text) = curl(Some(&t), "POST", url, Some(&body));
+            assert_eq!(code, 201, "{text}");
+            let v: Value = serde_json::from_str(&text).expect("id JSON");
+            (v["id"].as_i64().expect("id"), arch)
+        })
+        .collect();
+    ids.reverse();
+    let pages = |query: &str| {
+        let (mut got, mut pages, mut before) = (Vec::new(), 0, None::<i64>);
+        loop {
+            let cursor = before.map(|b| format!("&before={b}")).unwrap_or_default();
+            let (code, text) = curl(Some(&t), "GET", &format!("{url}?{query}{cursor}"), None);
+            assert_eq!(code, 200, "{text}");
+            let v: Value = serde_json::from_str(&text).expect("page JSON");
+            let page = v["builds"].as_array().expect("builds");
+            assert!(page.len() <= 5, "{query}: a page of {}", page.len());
+            got.extend(page.iter().map(|b| b["id"].as_i64().expect("id")));
+            pages += 1;
+            match v["next"].as_i64() {
+                Some(n) => before = Some(n),
+                None => break (got, pages),
+            }
+        }
+    };
+    let (all, n) = pages("limit=5");
+    assert_eq!(all, ids.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    assert_eq!(n, 5, "23 builds in pages of 5");
+    let (arm, _) = pages("limit=5&arch=arm64");
+    let want: Vec<i64> = ids
+        .iter()
+        .filter(|(_, a)| *a == "arm64")
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(arm, want);
+    // The default page is 100: all 23, and no next page.
+    let (code, text) = curl(Some(&t), "GET", url, None);
+    assert_eq!(code, 200);
+    let v: Value = serde_json::from_str(&text).expect("list JSON");
+    assert_eq!(v["builds"].as_array().map(Vec::len), Some(23));
+    assert!(v["next"].is_null(), "{}", v["next"]);
+    // The CLI: one page says how to go on; --all follows the cursor.
+    let one = s.builds(server, &["list", "--limit", "5"]);
+    assert_eq!(one.code, Some(0), "{}", one.stderr_text());
+    assert_eq!(
+        one.stdout_text().lines().count(),
+        6,
+        "{}",
+        one.stdout_text()
+    );
+    assert!(
+        one.stderr_text()
+            .contains(&format!("--before {}", ids[4].0)),
+        "{}",
+        one.stderr_text()
+    );
+    let every = s.builds(server, &["list", "--limit", "5", "--all", "--json"]);
+    assert_eq!(every.code, Some(0), "{}", every.stderr_text());
+    let v: Value = serde_json::from_str(&every.stdout_text()).expect("list --json");
+    let got: Vec<i64> = v["builds"]
+        .as_array()
+        .expect("builds")
+        .iter()
+        .map(|b| b["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, all);
+    let older = s.builds(
+        server,
+        &["list", "--before", &ids[20].0.to_string(), "--json"],
+    );
+    let v: Value = serde_json::from_str(&older.stdout_text()).expect("list --json");
+    assert_eq!(v["builds"].as_array().map(Vec::len), Some(2));
+    let bad = s.builds(server, &["list", "--limit", "5000"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr_text().contains("limit"), "{}", bad.stderr_text());
 }
 
 /// A worker killed with SIGKILL mid-build: after its lease the build is
@@ -368,11 +479,79 @@ fn restart(s: &Service) {
     }
 }
 
+/// A server killed with SIGKILL in a build's artifact commit (the
+/// server's test-only `STREAMFS_BUILDD_TEST_STOP` holds it there): killed
+/// before the store commit, the restarted server finds nothing of the build
+/// in the stream and queues it again; the worker runs it again, and the
+/// server is killed right after that commit landed; the next server finds
+/// the version in the stream with the artifacts' sha256 and marks the build
+/// succeeded. Nothing is inserted twice.
+fn server_killed_in_commit(s: &mut Service) {
+    let stop_at = |s: &mut Service, point: &str| {
+        s.server_env = vec![("STREAMFS_BUILDD_TEST_STOP".into(), point.into())];
+    };
+    stop_at(s, "before-commit");
+    let mut server = s.serve();
+    let port = server.port;
+    let _w = s.worker(&server, "amd64", "committer");
+    let id = s.submit(&server, "amd64", "20250901", SOURCE);
+    server.wait_log(
+        &format!("test stop: build {id} before-commit"),
+        60,
+        "the build never reached its commit",
+    );
+    server.kill9();
+    assert!(!has_version(s, "20250901"));
+    stop_at(s, "after-commit");
+    let mut server = s.serve_on(Some(port));
+    server.wait_log(
+        &format!("test stop: build {id} after-commit"),
+        60,
+        "the build was not queued again and committed",
+    );
+    server.kill9();
+    assert!(has_version(s, "20250901"), "the second commit did not land");
+    s.server_env.clear();
+    let server = s.serve_on(Some(port));
+    let b = wait_build(s, &server, id, 30, "succeeded", state_is("succeeded"));
+    assert_eq!(b["losses"], 1, "{b}");
+    assert!(
+        b["artifacts"]["versions"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| v.ends_with(" 20250901")))),
+        "{b}"
+    );
+    let (_, events) = curl(
+        Some(&token(&s.submit_token)),
+        "GET",
+        &format!("{}/api/v1/builds/{id}/events", server.url()),
+        None,
+    );
+    assert!(
+        events.contains("the commit did not land: queued again"),
+        "{events}"
+    );
+    assert!(events.contains("found them in the stream"), "{events}");
+    let items: Vec<_> = flat_items(&s.store.products_file("candidate"))
+        .into_iter()
+        .filter(|i| i.get("version_name").map(String::as_str) == Some("20250901"))
+        .collect();
+    assert!(!items.is_empty());
+    assert!(
+        !s.store
+            .root
+            .join("buildd/jobs")
+            .join(id.to_string())
+            .exists(),
+        "the build's intake directory stayed"
+    );
+}
+
 /// A named case of the suite, run on a fresh service.
 type Case = (&'static str, fn(&mut Service));
 
 fn suite(db: impl Fn() -> Option<String>) {
-    let cases: [Case; 9] = [
+    let cases: [Case; 10] = [
         ("submit and watch", |s| submit_and_watch(s)),
         ("bad requests", |s| bad_requests(s)),
         ("worker killed", |s| worker_killed(s)),
@@ -382,13 +561,16 @@ fn suite(db: impl Fn() -> Option<String>) {
         ("restart", |s| restart(s)),
         ("webhook", webhook),
         ("webhook outbox across a crash", webhook_outbox),
+        ("server killed in the commit", server_killed_in_commit),
     ];
     for (name, case) in cases {
         let Some(mut s) = Service::new(db()) else {
             return;
         };
         eprintln!("case: {name}");
+        let t0 = std::time::Instant::now();
         case(&mut s);
+        eprintln!("case: {name}: {:.1} s", t0.elapsed().as_secs_f64());
     }
 }
 
@@ -426,7 +608,7 @@ fn many_builds_two_servers_on_postgres() {
     let _workers: Vec<_> = (0..4)
         .map(|i| s.worker_with(&servers[i % 2], "amd64", &format!("many{i}"), Builder::Test))
         .collect();
-    let list = format!("{}/api/v1/builds?arch=amd64", servers[0].url());
+    let list = format!("{}/api/v1/builds?arch=amd64&limit=1000", servers[0].url());
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let builds = loop {
         let (code, text) = curl(Some(&t), "GET", &list, None);
@@ -551,11 +733,82 @@ fn use_webhook(s: &mut Service, port: u16, key: &str) {
     ];
 }
 
+/// An SMTP sink on 127.0.0.1, on a port of its own held for its whole
+/// life: it speaks just enough SMTP for one mail per session (220, EHLO or
+/// HELO 250, MAIL and RCPT 250, DATA 354, "." 250, QUIT 221) and sends each
+/// mail's text (headers and body) on the channel. The first `refuse`
+/// sessions get a 451 to their MAIL (a mail server that cannot take mail
+/// now), so the mail must be retried.
+fn smtp_sink(refuse: usize) -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().flatten().enumerate() {
+            let mut w = conn.try_clone().expect("clone");
+            let mut r = BufReader::new(conn);
+            let mut say = |text: &str| w.write_all(format!("{text}\r\n").as_bytes());
+            let _ = say("220 sink ESMTP");
+            let (mut data, mut mail) = (false, String::new());
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end_matches(['\r', '\n']);
+                if data {
+                    if line == "." {
+                        data = false;
+                        let _ = say("250 2.0.0 queued");
+                        if tx.send(std::mem::take(&mut mail)).is_err() {
+                            return;
+                        }
+                    } else {
+                        mail.push_str(line.strip_prefix('.').unwrap_or(line));
+                        mail.push('\n');
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or(line).to_ascii_uppercase();
+                let _ = match verb.as_str() {
+                    "MAIL" if n < refuse => say("451 4.3.0 try again later"),
+                    "DATA" => {
+                        data = true;
+                        say("354 end with <CRLF>.<CRLF>")
+                    }
+                    "QUIT" => {
+                        let _ = say("221 bye");
+                        break;
+                    }
+                    _ => say("250 ok"),
+                };
+            }
+        }
+    });
+    (port, rx)
+}
+
 /// Each terminal state (succeeded, failed, canceled) reaches the webhook
-/// once, signed with the shared secret.
+/// once, signed with the shared secret, and is mailed once through an SMTP
+/// server that refuses the first mail (retried through the outbox).
 fn webhook(s: &mut Service) {
     let (port, rx) = webhook_receiver();
     use_webhook(s, port, "s3cret-hook-key\n");
+    let (smtp, mails) = smtp_sink(1);
+    s.extra_args.extend(
+        [
+            "--smtp",
+            &format!("127.0.0.1:{smtp}"),
+            "--smtp-from",
+            "buildd@example.org",
+            "--smtp-to",
+            "builds@example.org",
+            "--smtp-to",
+            "ops@example.org",
+        ]
+        .map(String::from),
+    );
     let server = s.serve();
     let _w = s.worker(&server, "amd64", "hooked");
     let ok = s.submit(&server, "amd64", "20250501", SOURCE);
@@ -594,6 +847,35 @@ fn webhook(s: &mut Service) {
             .as_str()
             .is_some_and(|r| r.contains("release 'nosuch' is not in")),
         "{failed}"
+    );
+    let mut mailed = std::collections::BTreeMap::new();
+    while mailed.len() < 3 {
+        let mail = mails
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("a mail: {}", server.log_text()));
+        let subject = mail
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: streamfs build "))
+            .unwrap_or_else(|| panic!("no subject naming the build: {mail}"));
+        let (id, state) = subject.split_once(' ').expect("id and state");
+        let id: i64 = id.parse().expect("build id");
+        assert!(
+            mail.contains("builds@example.org") && mail.contains("ops@example.org"),
+            "{mail}"
+        );
+        assert!(mail.contains(&format!("Build {id} {state}.")), "{mail}");
+        assert!(
+            mailed.insert(id, state.to_string()).is_none(),
+            "mailed twice: {mail}"
+        );
+        if id == bad {
+            assert!(mail.contains("release 'nosuch'"), "no reason: {mail}");
+        }
+    }
+    assert_eq!(mailed, seen, "one mail per terminal state");
+    assert!(
+        server.log_text().contains("email for build"),
+        "the refused mail was not logged as retried"
     );
     s.extra_args.clear();
 }
@@ -639,6 +921,7 @@ fn webhook_outbox(s: &mut Service) {
 /// The web page in headless Chromium: the token and the form filled in and
 /// submitted as a user would, the build page's state, progress bar and log
 /// followed until done; the screenshot is kept in target/buildd-web.png.
+/// Then more than a page of builds: the older ones come with the button.
 #[test]
 fn web_page_in_chromium() {
     let Some(s) = Service::new(None) else { return };
@@ -707,6 +990,52 @@ fn web_page_in_chromium() {
     let shot = streamfs_tests::workspace_root().join("target/buildd-web.png");
     browser.screenshot(&shot);
     eprintln!("screenshot: {}", shot.display());
+    // More than a page of builds (queued for an arch no worker has): the
+    // list shows the newest 100, and "older builds" loads the rest.
+    for i in 0..101 {
+        let body = format!(
+            r#"{{"arch":"s390x","release":"noble","version":"2025{i:04}","source":"ok","stream":"candidate"}}"#
+        );
+        let (code, text) = curl(
+            Some(&t),
+            "POST",
+            &format!("{}/api/v1/builds", server.url()),
+            Some(&body),
+        );
+        assert_eq!(code, 201, "{text}");
+    }
+    let rows = r#"document.getElementById("rows").children.length"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while browser.eval(r#"!document.getElementById("older").hidden"#) != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no older-builds button; rows: {}",
+            browser.eval(rows)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(browser.eval(rows), 100);
+    browser.eval(r#"document.getElementById("older").click(), true"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while browser.eval(rows) != 102 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "older builds not listed: {} rows",
+            browser.eval(rows)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = browser.eval(r#"document.getElementById("rows").textContent"#);
+    assert!(
+        all.as_str()
+            .is_some_and(|r| r.contains("20250601") && r.contains("20250000")),
+        "{all}"
+    );
+    assert_eq!(
+        browser.eval(r#"document.getElementById("older").hidden"#),
+        true,
+        "the last page still offers older builds"
+    );
 }
 
 /// A cancel that comes while the server takes in a build's artifacts (a

@@ -155,19 +155,42 @@ fn submit(api: &Api, s: BuildsSubmitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One page (`GET /api/v1/builds`), or with `--all` every page, following
+/// the server's `next` cursor from newest to oldest.
 fn list(api: &Api, l: BuildsListArgs) -> Result<ExitCode> {
-    let mut q = Vec::new();
-    if let Some(s) = &l.state {
-        q.push(("state", s.as_str()));
-    }
-    if let Some(a) = &l.arch {
-        q.push(("arch", a.as_str()));
-    }
-    let v = api.json(
-        "list",
-        api.req(reqwest::Method::GET, "/api/v1/builds").query(&q),
-    )?;
+    let mut builds: Vec<Value> = Vec::new();
+    let mut before = l.before;
+    let next = loop {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &l.state {
+            q.push(("state", s.clone()));
+        }
+        if let Some(a) = &l.arch {
+            q.push(("arch", a.clone()));
+        }
+        if let Some(n) = l.limit {
+            q.push(("limit", n.to_string()));
+        }
+        if let Some(b) = before {
+            q.push(("before", b.to_string()));
+        }
+        let v = api.json(
+            "list",
+            api.req(reqwest::Method::GET, "/api/v1/builds").query(&q),
+        )?;
+        builds.extend(v["builds"].as_array().into_iter().flatten().cloned());
+        match v["next"].as_i64() {
+            Some(n) if l.all => {
+                if before.is_some_and(|b| n >= b) {
+                    bail!("list: the server's next page ({n}) is not older than {before:?}");
+                }
+                before = Some(n);
+            }
+            next => break next,
+        }
+    };
     if l.json {
+        let v = json!({"builds": builds, "next": next});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -177,7 +200,7 @@ fn list(api: &Api, l: BuildsListArgs) -> Result<ExitCode> {
         "{:>6}  {:<8} {:<8} {:<10} {:<10} {:<10} {:>4}  WORKER",
         "ID", "ARCH", "RELEASE", "VERSION", "STREAM", "STATE", "%"
     )?;
-    for b in v["builds"].as_array().into_iter().flatten() {
+    for b in &builds {
         let s = |k: &str| b[k].as_str().unwrap_or("-").to_string();
         writeln!(
             out,
@@ -191,6 +214,9 @@ fn list(api: &Api, l: BuildsListArgs) -> Result<ExitCode> {
             b["percent"],
             s("worker")
         )?;
+    }
+    if let Some(n) = next {
+        eprintln!("older builds: mountctl builds list --before {n} (or --all)");
     }
     Ok(ExitCode::SUCCESS)
 }
