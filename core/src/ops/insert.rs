@@ -188,7 +188,7 @@ pub fn insert_source(
     // 4. Into the pool, then into the metadata.
     report.new_blobs = staged.len();
     for (_, s) in std::mem::take(&mut staged) {
-        let b = pool.publish(s)?;
+        let b = pool.admit(s)?;
         txn.note_arrived(&b.sha256);
     }
     let now = timefmt::now().timestamp();

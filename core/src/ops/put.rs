@@ -96,7 +96,7 @@ pub fn put_blob(
         if filled.is_empty() {
             return Ok(PutOutcome::Unchanged);
         }
-        let blob = pool.publish(staged)?;
+        let blob = pool.admit(staged)?;
         txn.note_arrived(&blob.sha256);
         let now = timefmt::now().timestamp();
         let st = txn.stream_mut(stream)?;
@@ -117,7 +117,7 @@ pub fn put_blob(
             "stream {stream}: no path template and no pending item explains '{p}'"
         ))
     })?;
-    let blob = pool.publish(staged)?;
+    let blob = pool.admit(staged)?;
     txn.note_arrived(&blob.sha256);
     let added = match &placement.product {
         Some(pid) => {

@@ -610,7 +610,7 @@ fn fetch_one(
             return Err(Error::Refused(format!("{what}: local items need a sha256")));
         }
         progress(SyncEvent::Bytes(staged.blob.size));
-        return Ok((pool.publish(staged)?, 0));
+        return Ok((pool.admit(staged)?, 0));
     }
     let partials = pool.partial_dir();
     let mut claim = None;
@@ -650,7 +650,7 @@ fn fetch_one(
         sha256: d.sha256,
         size: d.size,
     };
-    Ok((pool.publish_verified(&d.path, &blob)?, d.fetched))
+    Ok((pool.admit_verified(&d.path, &blob)?, d.fetched))
 }
 
 /// Claims `partials/<key>` for this download: an exclusive lock on the

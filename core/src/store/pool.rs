@@ -144,14 +144,16 @@ impl Pool {
         w.finish()
     }
 
-    /// Moves a verified staged blob into the pool (a no-op when the pool
-    /// already has that content) and makes it durable.
-    pub fn publish(&self, mut staged: Staged) -> Result<BlobRef> {
+    /// Admits a verified staged blob into the pool (a no-op when the pool
+    /// already has that content) and makes it durable. Admitted is not yet
+    /// published: a blob is served once a commit's metadata references it
+    /// ("publish" in streamfs means writing a generation's documents).
+    pub fn admit(&self, mut staged: Staged) -> Result<BlobRef> {
         let dest = self.path(&staged.blob.sha256);
         let tmp = staged
             .path
             .take()
-            .expect("staged file present until published");
+            .expect("staged file present until admitted");
         if dest.exists() {
             let _ = fs::remove_file(&tmp);
             return Ok(staged.blob.clone());
@@ -172,13 +174,13 @@ impl Pool {
 
     /// Moves a complete file that was verified while it was written (a
     /// download, see [`crate::fetch`]) into the pool under `blob`'s hash,
-    /// as [`Pool::publish`] does for staged blobs. The file must be on the
+    /// as [`Pool::admit`] does for staged blobs. The file must be on the
     /// store's filesystem (under `tmp/`) and already fsynced.
-    pub fn publish_verified(&self, path: &Path, blob: &BlobRef) -> Result<BlobRef> {
+    pub fn admit_verified(&self, path: &Path, blob: &BlobRef) -> Result<BlobRef> {
         if !valid_sha(&blob.sha256) {
             return Err(Error::Refused(format!("invalid sha256 '{}'", blob.sha256)));
         }
-        self.publish(Staged {
+        self.admit(Staged {
             path: Some(path.to_path_buf()),
             blob: blob.clone(),
         })
@@ -546,7 +548,7 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// Completes the blob: fsynced, hashed, ready to verify and publish.
+    /// Completes the blob: fsynced, hashed, ready to verify and admit into the pool.
     /// Fails, and the staged data is deleted, when an earlier write failed.
     pub fn finish(mut self) -> Result<Staged> {
         if let Some(code) = self.failed {
@@ -631,7 +633,7 @@ mod tests {
                 .to_string()
                 .contains("size mismatch")
         );
-        pool.publish(staged).unwrap();
+        pool.admit(staged).unwrap();
         assert!(pool.contains(sha));
         assert!(
             fs::metadata(pool.path(sha))
