@@ -135,11 +135,13 @@ pub fn run(
             let r = daemon::wait_until_served(&mnt, before, Duration::from_secs(60));
             let _ = ready_tx.send(r);
         })?;
-    let serve = std::thread::Builder::new()
-        .name("session".into())
-        .spawn(move || session.run())?;
+    let serve = session.spawn()?;
+    // The device of this mount, once it answers: what the mount point shows
+    // while it is still this mount (see `serve_until_unmounted`).
+    let mut served = None;
     match ready_rx.recv() {
         Ok(Ok(())) => {
+            served = daemon::device_of(&mountpoint).ok();
             readiness.ready();
             if let Some(every) = streamfs::watchdog::interval_from_env() {
                 streamfs::watchdog::spawn(mountpoint.clone(), every)?;
@@ -147,14 +149,12 @@ pub fn run(
         }
         Ok(Err(e)) => {
             unmount(&mountpoint);
-            let _ = serve.join();
+            let _ = serve_until_unmounted(serve, &mountpoint, None);
             return Err(e);
         }
         Err(_) => {}
     }
-    let r = serve
-        .join()
-        .map_err(|_| anyhow::anyhow!("the session thread panicked"))?;
+    let r = serve_until_unmounted(serve, &mountpoint, served)?;
     sig_handle.close();
     daemon::GenerationRecord::clear(fs.store().root());
     // Removals acknowledged in the last moments are committed, not lost.
@@ -216,6 +216,38 @@ fn spawn_reaper(fs: Arc<StreamFs>) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// Waits until the session ends (the file system was unmounted: `umount
+/// MNT`, or [`unmount`] on a signal) and returns how it ended.
+///
+/// The daemon, not fuser, unmounts: fuser's session handle unmounts again
+/// when it is dropped, and after a normal `umount MNT` the kernel answers
+/// that second attempt with EINVAL, which fuser logs as a warning on every
+/// clean unmount. So the handle is not dropped (what it holds, a descriptor
+/// of `/dev/fuse` whose connection has ended, goes with the process).
+/// A session that ended normally was unmounted: the mount point may
+/// already show another mount (`mount -a` right after `umount`), which must
+/// not be touched. One that failed while the mount point still shows this
+/// mount (`served`, its device), or a dead one, is unmounted here.
+fn serve_until_unmounted(
+    mut serve: fuser::BackgroundSession,
+    mountpoint: &Path,
+    served: Option<u64>,
+) -> Result<std::io::Result<()>> {
+    let session = std::mem::replace(&mut serve.guard, std::thread::spawn(|| Ok(())));
+    let r = session
+        .join()
+        .map_err(|_| anyhow::anyhow!("the session thread panicked"));
+    std::mem::forget(serve);
+    let failed = !matches!(r, Ok(Ok(())));
+    // Still this mount, or a dead one (its stat fails: not connected).
+    let still_ours =
+        served.is_some_and(|d| daemon::device_of(mountpoint).map_or(true, |now| now == d));
+    if failed && still_ours {
+        unmount(mountpoint);
+    }
+    r
 }
 
 /// Unmounts; a busy mount is detached lazily (fuser 0.18 as root fails with

@@ -126,10 +126,31 @@ impl Mount {
     /// Unmounts cleanly through the daemon's SIGTERM handler and checks it
     /// exits 0.
     pub fn unmount(mut self) {
-        let mut child = self.child.take().expect("running");
+        let child = self.child.as_ref().expect("running");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
+        self.await_exit("SIGTERM");
+    }
+
+    /// Unmounts as a user does, `umount MNT`; checks the daemon then exits
+    /// 0 and returns its log.
+    pub fn umount(mut self) -> String {
+        let out = Command::new("umount")
+            .arg(&self.mnt)
+            .output()
+            .expect("umount");
+        assert!(
+            out.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.await_exit("umount");
+        self.log_text()
+    }
+
+    fn await_exit(&mut self, after: &str) {
+        let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(st) = child.try_wait().expect("wait") {
@@ -137,7 +158,7 @@ impl Mount {
             }
             assert!(
                 Instant::now() < deadline,
-                "streamfs did not exit on SIGTERM"
+                "streamfs did not exit after {after}"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -146,7 +167,7 @@ impl Mount {
             "streamfs exited with {status}:\n{}",
             self.log_text()
         );
-        assert!(!is_mounted(&self.mnt), "still mounted after SIGTERM");
+        assert!(!is_mounted(&self.mnt), "still mounted after {after}");
     }
 }
 

@@ -45,7 +45,23 @@ impl TestStore {
     /// A new store created by `mountctl init` (the default config when
     /// `config` is `None`).
     pub fn init(config: Option<&str>) -> TestStore {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        Self::init_in(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    /// [`TestStore::init`] on tmpfs (`/dev/shm`) when there is one, for
+    /// tests of semantics, not durability, that commit often: fsync costs
+    /// nothing there.
+    pub fn init_on_tmpfs(config: Option<&str>) -> TestStore {
+        let shm = Path::new("/dev/shm");
+        let tmp = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        };
+        Self::init_in(tmp.expect("tempdir"), config)
+    }
+
+    fn init_in(tmp: tempfile::TempDir, config: Option<&str>) -> TestStore {
         let root = tmp.path().join("store");
         let mut args = vec![
             "--store".to_string(),

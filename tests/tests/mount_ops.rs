@@ -304,6 +304,27 @@ fn remounting_gives_identical_listings_and_metadata() {
     m.unmount();
 }
 
+/// `umount MNT` of a healthy mount, after a copy and reads: the daemon
+/// exits 0 and logs no warning (fuser's own second unmount used to log
+/// `Failed to umount filesystem: Invalid argument` every time).
+#[test]
+fn umount_of_a_healthy_mount_logs_no_warning() {
+    let Some((_s, m, build, daily)) = mounted_with_build("20250101") else {
+        return;
+    };
+    assert_eq!(
+        std::fs::read(daily.join("noble/amd64/20250101/squashfs")).unwrap(),
+        std::fs::read(build.join("noble/amd64/20250101/squashfs")).unwrap()
+    );
+    let log = m.umount();
+    assert!(log.contains("unmounted"), "{log}");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
 #[test]
 fn rsync_a_of_a_build_inserts_at_the_renames() {
     let Some(b1) = build_dir("20250101") else {

@@ -9,7 +9,12 @@
 //! - data first: each file is placed by the stream's path templates (as
 //!   `insert` of a directory without metadata does); when the metadata then
 //!   arrives, the versions derived from those paths give way to the declared
-//!   ones that describe the same files.
+//!   ones that describe the same files, whether the templates named the
+//!   products as the metadata does or otherwise. A version the templates
+//!   made is not "existing" for insert's additive rule: the declaration is
+//!   the better description of its files and replaces it. A declaration
+//!   that gives one of those paths other content is refused, as for any
+//!   published path.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +26,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::relpath::RelPath;
+use crate::store::layout::Layout;
 use crate::store::pool::Staged;
 use crate::store::{BlobRef, Txn};
 use crate::streams::Products;
@@ -357,7 +363,24 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     let pool = txn.store().pool().clone();
     let mut report = MetadataReport::default();
     // Paths are safe: a `Products` value has had every one checked.
-    let (plan, existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
+    let (mut plan, mut existing) = plan_new_versions(&txn.stream(stream)?.products, [doc], &[])?;
+    // Versions the templates made under the declared ids: the declaration
+    // describes the same files better and takes their place (the check
+    // below still refuses one that gives a path other content).
+    let replaced = redeclared(
+        &txn.store().config().stream(stream)?.layout,
+        &txn.stream(stream)?.products,
+        doc,
+    );
+    if !replaced.is_empty() {
+        let src = super::expanded(doc);
+        existing.retain(|vr| !replaced.contains(vr));
+        for vr in &replaced {
+            if let Some(data) = super::portable_version(&src, &vr.product, &vr.version, &[])? {
+                plan.push((vr.clone(), data));
+            }
+        }
+    }
     check_paths_agree(
         txn.stream(stream)?,
         stream,
@@ -387,6 +410,7 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
                     })
             })
             .map(|(product, version)| VersionRef { product, version })
+            .chain(replaced)
             .collect()
     };
     let now = timefmt::now().timestamp();
@@ -423,6 +447,44 @@ pub fn insert_metadata(txn: &mut Txn<'_>, stream: &str, doc: &Products) -> Resul
     Ok(report)
 }
 
+/// The versions of `doc` that `target` has as the stream's templates made
+/// them (from data written before its metadata), with every one of their
+/// paths declared by `doc` at that version.
+fn redeclared(layout: &Layout, target: &Products, doc: &Products) -> Vec<VersionRef> {
+    doc.version_keys()
+        .into_iter()
+        .filter(|(p, v)| {
+            let paths: BTreeSet<&str> = doc.version_items(p, v).filter_map(|i| i.path()).collect();
+            let mut items = target.version_items(p, v).peekable();
+            items.peek().is_some()
+                && items.all(|i| {
+                    i.path().is_some_and(|ip| paths.contains(ip)) && template_made(layout, &i)
+                })
+        })
+        .map(|(product, version)| VersionRef { product, version })
+        .collect()
+}
+
+/// Whether an item is exactly what the templates make of its path (as
+/// [`put_blob`] and a data-only `insert` make them): named after its ftype,
+/// at the version and product its path binds, with no attribute beyond
+/// ftype, path, sha256 and size. An item a declaration describes with more
+/// (a `kpackage`, an `md5`) is never taken for a template-made one, so a
+/// declared version is not replaced by a later products file.
+fn template_made(layout: &Layout, item: &crate::streams::Item<'_>) -> bool {
+    let Some(pl) = item.path().and_then(|p| layout.place(p)) else {
+        return false;
+    };
+    pl.version == item.version
+        && pl.ftype == item.name
+        && item.data.get("ftype").and_then(Value::as_str) == Some(pl.ftype.as_str())
+        && pl.product.as_deref().is_none_or(|p| p == item.product)
+        && item
+            .data
+            .keys()
+            .all(|k| matches!(k.as_str(), "ftype" | "path" | "sha256" | "size"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,10 +506,17 @@ mod tests {
     }
 
     fn doc(data: &[u8]) -> Products {
+        doc_of(
+            "com.ubuntu.maas:candidate:v3:boot:24.04:amd64:ga-24.04",
+            data,
+        )
+    }
+
+    fn doc_of(product: &str, data: &[u8]) -> Products {
         let sha = hex::encode(Sha256::digest(data));
         let text = format!(
             r#"{{"format":"products:1.0","content_id":"c","datatype":"image-downloads",
-            "products":{{"com.ubuntu.maas:candidate:v3:boot:24.04:amd64:ga-24.04":{{"arch":"amd64",
+            "products":{{"{product}":{{"arch":"amd64","kpackage":"linux-generic",
             "versions":{{"20250101":{{"items":{{"boot-kernel":{{"ftype":"boot-kernel",
             "path":"{KPATH}","sha256":"{sha}","size":{}}}}}}}}}}}}}}}"#,
             data.len()
@@ -500,5 +569,35 @@ mod tests {
         assert_eq!(r.pending, 0);
         let names = txn.stream("daily").unwrap().products.product_names();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn metadata_after_its_data_replaces_the_version_the_templates_made_under_its_ids() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let path = RelPath::new(KPATH).unwrap();
+        put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        let pid = "com.ubuntu.maas.daily:v3:boot:24.04:amd64:ga-24.04";
+        let r = insert_metadata(&mut txn, "daily", &doc_of(pid, b"kernel")).unwrap();
+        assert!(r.existing.is_empty(), "{:?}", r.existing);
+        assert_eq!(r.added.len(), 1);
+        let products = &txn.stream("daily").unwrap().products;
+        assert_eq!(products.product_names(), vec![pid.to_string()]);
+        let flat = crate::streams::flatten::flatten(products);
+        assert!(
+            flat.iter().all(|i| i["kpackage"] == "linux-generic"),
+            "{flat:?}"
+        );
+    }
+
+    #[test]
+    fn metadata_contradicting_the_data_the_templates_placed_is_refused() {
+        let (_d, s) = store();
+        let mut txn = s.begin().unwrap();
+        let path = RelPath::new(KPATH).unwrap();
+        put_blob(&mut txn, "daily", &path, staged(&s, b"kernel")).unwrap();
+        let pid = "com.ubuntu.maas.daily:v3:boot:24.04:amd64:ga-24.04";
+        let e = insert_metadata(&mut txn, "daily", &doc_of(pid, b"other")).unwrap_err();
+        assert!(matches!(e, Error::Refused(_)), "{e}");
     }
 }

@@ -46,6 +46,11 @@ impl StreamFs {
                 Some(Parked::Meta(b)) => Some(Handle::Bytes(b.clone())),
                 None => None,
             };
+            // A document merged moments ago reads as it was written.
+            let parked = parked.or_else(|| {
+                let w = self.in_flight.lock().expect("in-flight lock");
+                w.merged(&path).map(|b| Handle::Bytes(b.to_vec()))
+            });
             if let Some(h) = parked {
                 return Ok(Opened {
                     fh: self.new_handle(h),

@@ -82,6 +82,7 @@ impl StreamFs {
     pub(super) fn open_meta(&self, path: &str, caller: Caller) -> Opened {
         {
             let mut w = self.in_flight.lock().expect("in-flight lock");
+            w.writing_doc(path);
             *w.meta_writers.entry(path.to_string()).or_default() += 1;
             w.writing.entry(path.to_string()).or_insert(0);
         }
@@ -105,15 +106,13 @@ impl StreamFs {
     ) -> FsResult<Created> {
         let name = name_to_create(name.as_ref())?;
         let path = join(&self.path_of(parent)?, name);
-        let concurrent_doc = split(&path).is_some_and(|p| is_v1(p.rel))
-            && self
-                .in_flight
-                .lock()
-                .expect("in-flight lock")
-                .meta_writers
-                .contains_key(&path);
+        let concurrent_doc = split(&path).is_some_and(|p| is_v1(p.rel)) && {
+            let w = self.in_flight.lock().expect("in-flight lock");
+            w.meta_writers.contains_key(&path) || w.merged(&path).is_some()
+        };
         if concurrent_doc {
-            // Another build's document of the same name is being written.
+            // Another build's document of the same name is being written,
+            // or was merged moments ago.
             self.may_write(caller, "create", &path)?;
             let view = self.current();
             let opened = self.open_meta(&path, caller);
@@ -135,6 +134,19 @@ impl StreamFs {
         } else {
             self.check_insertable(&path)
                 .map_err(|e| refuse(e, "create", &path))?;
+            // A file written again right after its `unlink` (`tar -x`,
+            // `install` replace files so): the removal is cancelled, and the
+            // file must get the content it has (items are immutable), so an
+            // identical copy changes nothing and loses nothing.
+            let mut w = self.in_flight.lock().expect("in-flight lock");
+            if w.removing.get(&path) == Some(&false) {
+                w.removing.remove(&path);
+                if w.removing.is_empty() {
+                    w.removing_since = None;
+                }
+                info!("{path}: written again right after its unlink; the removal is cancelled");
+            }
+            drop(w);
             self.open_writer(&path, caller)?
         };
         let attr = self.attr_of(&view, &path, &Node::Pending(0));
@@ -273,9 +285,12 @@ impl StreamFs {
             Parked::Blob(staged) => self
                 .insert_blob(path, staged)
                 .map_err(|e| refuse(e, "insert", path)),
-            Parked::Meta(buf) => self
-                .insert_meta(path, &buf)
-                .map_err(|e| refuse(e, "metadata insert", path)),
+            Parked::Meta(buf) => {
+                self.insert_meta(path, &buf)
+                    .map_err(|e| refuse(e, "metadata insert", path))?;
+                self.note_merged(path, buf);
+                Ok(())
+            }
         }
     }
 
@@ -346,6 +361,25 @@ impl StreamFs {
             c.generation
         );
         Ok(())
+    }
+
+    /// A document written at `path` was merged: when the mount does not
+    /// generate that name, it stays reachable for a moment (see
+    /// `InFlight::merged`).
+    fn note_merged(&self, path: &str, written: Vec<u8>) {
+        let generated = split(path).is_some_and(|StreamPath { stream, rel }| {
+            let name = rel.strip_prefix("streams/v1/").unwrap_or(rel);
+            self.current()
+                .streams
+                .get(stream)
+                .is_some_and(|sv| sv.generated.contains_key(name))
+        });
+        if !generated {
+            self.in_flight
+                .lock()
+                .expect("in-flight lock")
+                .note_merged(path, written);
+        }
     }
 
     pub fn mkdir(&self, caller: Caller, parent: u64, name: impl AsRef<OsStr>) -> FsResult<Attr> {
@@ -430,7 +464,9 @@ impl StreamFs {
                     ));
                 }
                 self.insert_meta(&to, &buf)
-                    .map_err(|e| refuse(e, "rename", &what))
+                    .map_err(|e| refuse(e, "rename", &what))?;
+                self.note_merged(&to, buf);
+                Ok(())
             }
             None => Err(refuse(
                 FsError::NotPermitted(

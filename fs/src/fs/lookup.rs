@@ -17,13 +17,22 @@ impl StreamFs {
         }
         let w = self.in_flight.lock().expect("in-flight lock");
         if let Some(name) = rel.strip_prefix("streams/v1/") {
-            if let Some(doc) = sv.generated.get(name) {
+            if let Some(doc) = sv.generated.get(name)
+                && !w.is_replacing(path)
+            {
                 return Some(Node::Generated(doc.clone()));
             }
         } else if rel.starts_with("streams/") {
             return None;
         }
         if let Some(f) = sv.files.get(rel) {
+            // A file unlinked moments ago names nothing until its removal is
+            // committed (a removed path is readable again from then on, until
+            // reaped): a tool that unlinks a file to write it anew (`tar -x`,
+            // `install`) creates it next (see `StreamFs::create`).
+            if w.removing.get(path) == Some(&false) {
+                return None;
+            }
             return Some(Node::Blob(f.clone()));
         }
         if sv.children.contains_key(rel) || w.dirs.contains(path) {
@@ -37,6 +46,9 @@ impl StreamFs {
                 Parked::Blob(s) => s.blob.size,
                 Parked::Meta(b) => b.len() as u64,
             }));
+        }
+        if let Some(b) = w.merged(path) {
+            return Some(Node::Pending(b.len() as u64));
         }
         if let Some(f) = sv.hidden.get(rel) {
             return Some(Node::Blob(f.clone()));

@@ -85,6 +85,12 @@ const OPEN_BLOBS: NonZeroUsize = NonZeroUsize::new(256).expect("non-zero");
 /// generation watcher commits them (see [`StreamFs::flush_removals`]).
 pub const REMOVAL_WINDOW: Duration = Duration::from_millis(200);
 
+/// How long a `streams/v1` document name keeps its in-between state after
+/// a copy touched it (see `InFlight::replacing` and `InFlight::merged`):
+/// the moment between `tar`'s `unlink` and its `create`, or between
+/// `install`'s `close` and its `chmod`.
+pub const DOC_GRACE: Duration = Duration::from_secs(5);
+
 /// The mount's filesystem.
 pub struct StreamFs {
     store: Store,

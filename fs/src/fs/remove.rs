@@ -150,7 +150,7 @@ impl StreamFs {
         self.may_write(caller, "unlink", &path)?;
         {
             let mut w = self.in_flight.lock().expect("in-flight lock");
-            if w.parked.remove(&path).is_some() {
+            if w.parked.remove(&path).is_some() || w.merged.remove(&path).is_some() {
                 return Ok(());
             }
         }
@@ -161,6 +161,20 @@ impl StreamFs {
         match self.resolve(&view, &path) {
             None => return Err(FsError::NotFound),
             Some(Node::Dir) => return Err(FsError::IsDir),
+            Some(Node::Generated(..)) if is_v1(rel) => {
+                // `tar -x` and `install` unlink a file before they write
+                // theirs: the copy that follows is merged as any document
+                // written here, and the mount keeps generating its own.
+                // The name resolves to nothing until it is created again
+                // (or `DOC_GRACE` passes); nothing is removed.
+                self.in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .replacing
+                    .insert(path.clone(), Instant::now());
+                info!("{path}: unlinked ahead of a copy; the mount keeps generating it");
+                return Ok(());
+            }
             Some(Node::Generated(..)) => {
                 return Err(refuse(
                     FsError::NotPermitted("generated metadata cannot be removed".into()),

@@ -56,4 +56,49 @@ pub(super) struct InFlight {
     pub(super) removing: BTreeMap<String, bool>,
     /// When the oldest of `removing` was acknowledged.
     pub(super) removing_since: Option<Instant>,
+    /// Generated documents (`streams/v1/index.json`, the products file)
+    /// that a copy unlinked to write its own in their place (`tar -x`,
+    /// `install -D`): mount path → when. The name resolves to nothing until
+    /// it is created again or [`DOC_GRACE`] passes; the generated document
+    /// itself stays (see [`StreamFs::unlink`]).
+    pub(super) replacing: BTreeMap<String, Instant>,
+    /// Documents merged at their close under a name the mount does not
+    /// generate (a build's products file): mount path → when, and what was
+    /// written. For [`DOC_GRACE`] the name still resolves (not listed), so
+    /// that the `chmod` and `utimes` that `install` and `cp -p` make after
+    /// `close` find the file they wrote.
+    pub(super) merged: BTreeMap<String, (Instant, Vec<u8>)>,
+}
+
+impl InFlight {
+    /// Whether a copy is replacing the generated document at `path`.
+    pub(super) fn is_replacing(&self, path: &str) -> bool {
+        self.replacing
+            .get(path)
+            .is_some_and(|t| t.elapsed() < DOC_GRACE)
+    }
+
+    /// What was written at `path` if it was merged moments ago.
+    pub(super) fn merged(&self, path: &str) -> Option<&[u8]> {
+        self.merged
+            .get(path)
+            .filter(|(t, _)| t.elapsed() < DOC_GRACE)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    /// Records a document merged at `path`, forgetting those merged longer
+    /// than [`DOC_GRACE`] ago.
+    pub(super) fn note_merged(&mut self, path: &str, written: Vec<u8>) {
+        self.merged.retain(|_, (t, _)| t.elapsed() < DOC_GRACE);
+        self.replacing.retain(|_, t| t.elapsed() < DOC_GRACE);
+        self.merged
+            .insert(path.to_string(), (Instant::now(), written));
+    }
+
+    /// A document is being written at `path` again: it is neither a
+    /// replaced generated one nor a merged one any more.
+    pub(super) fn writing_doc(&mut self, path: &str) {
+        self.replacing.remove(path);
+        self.merged.remove(path);
+    }
 }

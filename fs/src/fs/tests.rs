@@ -67,7 +67,14 @@ fn a_file_closed_at_a_template_path_is_inserted_and_unlinked_again() {
     ));
     fs.unlink(ROOT_CALLER, dir, "boot-kernel").unwrap();
     assert_eq!(fs.list(dir).unwrap().len(), 2);
-    // Still readable by path until reaped.
+    // The name is free until the removal is committed (a copy may write it
+    // anew, as `tar -x` does)…
+    assert!(matches!(
+        fs.lookup(dir, "boot-kernel").map_err(FsError::into_reason),
+        Err(FsError::NotFound)
+    ));
+    // …then readable by path until reaped.
+    fs.flush_removals().unwrap();
     assert_eq!(fs.lookup(dir, "boot-kernel").unwrap().size, 6);
     // The emptied directory stays until rmdir, as `rm -r` expects.
     let up = fs.ino("daily/noble/amd64/20250101/ga-24.04");
@@ -118,7 +125,10 @@ fn rm_r_of_a_version_directory_is_one_commit_with_listings_changed_at_once() {
     fs.unlink(ROOT_CALLER, v, "squashfs").unwrap();
     fs.unlink(ROOT_CALLER, g, "boot-kernel").unwrap();
     assert_eq!(names(&fs, g), [".", "..", "boot-initrd"]);
-    assert_eq!(fs.lookup(g, "boot-kernel").unwrap().size, 2, "readable");
+    assert!(
+        fs.lookup(g, "boot-kernel").is_err(),
+        "a free name until committed"
+    );
     assert!(matches!(
         fs.unlink(ROOT_CALLER, g, "boot-kernel")
             .map_err(FsError::into_reason),
@@ -207,7 +217,21 @@ fn two_products_files_of_the_same_name_written_at_once_are_both_merged() {
     fs.release(a.fh).unwrap();
     fs.release(b.fh).unwrap();
     fs.release(c.fh).unwrap();
-    assert!(fs.lookup(v1, "build.json").is_err());
+    // Merged: not listed, but its name reaches what was written a moment
+    // longer (the `chmod` of `install`).
+    assert!(!names(&fs, v1).contains(&"build.json".to_string()));
+    let merged = fs.lookup(v1, "build.json").unwrap();
+    assert_eq!(merged.size, doc("20250103").len() as u64);
+    fs.setattr(
+        ROOT_CALLER,
+        merged.ino,
+        None,
+        AttrChange {
+            size: None,
+            other: true,
+        },
+    )
+    .unwrap();
     let snap = fs.store().snapshot().unwrap();
     let versions: BTreeSet<String> = snap.streams["daily"]
         .products
@@ -454,4 +478,38 @@ fn a_listing_hands_out_only_the_entries_the_reply_took() {
     fs.readdir_plus(v1, 3, &mut reply).unwrap();
     assert_eq!(reply.names.len(), docs - 1);
     assert_eq!(docs_held(&fs), docs);
+}
+
+/// `tar -x` and `install` unlink an existing file, then create theirs.
+#[test]
+fn a_file_unlinked_and_written_again_at_once_replaces_nothing() {
+    let (_d, fs) = fs();
+    let (_, g, _) = two_kernel_version(&fs);
+    let before = fs.generation();
+    // An item: the removal is cancelled; other content is refused.
+    fs.unlink(ROOT_CALLER, g, "boot-kernel").unwrap();
+    assert!(matches!(
+        write_file(&fs, g, "boot-kernel", b"k9").map_err(FsError::into_reason),
+        Err(FsError::Core(Error::Refused(_)))
+    ));
+    fs.unlink(ROOT_CALLER, g, "boot-kernel").unwrap();
+    write_file(&fs, g, "boot-kernel", b"k1").unwrap();
+    fs.flush_removals().unwrap();
+    assert!(names(&fs, g).contains(&"boot-kernel".to_string()));
+    assert_eq!(fs.generation(), before, "nothing changed");
+    // A generated document: nothing is removed, the name is free for the
+    // copy, and the mount's own is back once the copy is merged.
+    let v1 = fs.ino("daily/streams/v1");
+    let index = fs.lookup(v1, "index.json").unwrap().size;
+    fs.unlink(ROOT_CALLER, v1, "index.json").unwrap();
+    assert!(fs.lookup(v1, "index.json").is_err());
+    write_file(
+        &fs,
+        v1,
+        "index.json",
+        br#"{"format": "index:1.0", "index": {}}"#,
+    )
+    .unwrap();
+    assert_eq!(fs.lookup(v1, "index.json").unwrap().size, index);
+    assert_eq!(fs.generation(), before);
 }

@@ -107,6 +107,10 @@ pub(crate) fn check(m: &Model, mnt: &Path, writer: bool) -> Result<(), String> {
                 want_dirs.difference(&dirs).collect::<Vec<_>>()
             ));
         }
+        // Read first: reading a stream's metadata commits the removals
+        // acknowledged so far, and a path unlinked moments ago names nothing
+        // until then (the mount's rule for `unlink`).
+        let rows = mount_rows(mnt, s);
         for (p, c) in m.hidden(s) {
             match std::fs::read(root.join(&p)) {
                 Ok(b) if b == bytes(c) => {}
@@ -116,7 +120,7 @@ pub(crate) fn check(m: &Model, mnt: &Path, writer: bool) -> Result<(), String> {
                 }
             }
         }
-        let (got, want) = (mount_rows(mnt, s), model_rows(m, s));
+        let (got, want) = (rows, model_rows(m, s));
         if got != want {
             return Err(format!(
                 "{}: flattened metadata differs: mount has {:?}, model {:?}",

@@ -90,6 +90,18 @@ pub(crate) enum Op {
         c: [Content; 3],
         write: [bool; 3],
     },
+    /// A build copied data first (as `cp -r` and `rsync -a` do): the data
+    /// files picked by `first` (kernel, initrd, squashfs; in reverse order
+    /// when `reversed`), then its products file into `streams/v1/`.
+    DataFirst {
+        s: usize,
+        arch: usize,
+        version: usize,
+        sub: usize,
+        c: [Content; 3],
+        first: [bool; 3],
+        reversed: bool,
+    },
     /// `ln -s ../../../daily/noble/ARCH/V released/noble/ARCH/V`.
     Promote {
         arch: usize,
@@ -129,6 +141,16 @@ pub(crate) enum Op {
     Remount,
 }
 
+/// The indices (into a build's kernel, initrd, squashfs) of the data files
+/// a [`Op::DataFirst`] writes, in the order it writes them.
+pub(crate) fn data_order(first: [bool; 3], reversed: bool) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..3).filter(|i| first[*i]).collect();
+    if reversed {
+        v.reverse();
+    }
+    v
+}
+
 pub(crate) fn file_ref() -> impl Strategy<Value = FileRef> {
     let slot = prop_oneof![
         4 => (0..2usize, 0..2usize).prop_map(|(sub, file)| Slot::Kernel { sub, file }),
@@ -150,6 +172,11 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         3 => (s(), file_ref(), c()).prop_map(|(s, f, c)| Op::Rsync { s, f, c }),
         3 => (s(), av(), 0..2usize, [c(), c(), c()], any::<[bool; 3]>()).prop_map(
             |(s, (arch, version), sub, c, write)| Op::Meta { s, arch, version, sub, c, write }
+        ),
+        3 => (s(), av(), 0..2usize, [c(), c(), c()], any::<[bool; 3]>(), any::<bool>()).prop_map(
+            |(s, (arch, version), sub, c, first, reversed)| Op::DataFirst {
+                s, arch, version, sub, c, first, reversed
+            }
         ),
         3 => av().prop_map(|(arch, version)| Op::Promote { arch, version }),
         3 => (s(), file_ref()).prop_map(|(s, f)| Op::Remove { s, f }),

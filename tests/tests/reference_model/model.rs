@@ -49,6 +49,13 @@ pub(crate) struct StreamModel {
 /// - a version is published when all its items have their data;
 /// - insert and promote are additive; promote of a version with missing
 ///   data is refused;
+/// - a products file written into the mount is additive too, except for a
+///   version the stream has exactly as the templates made it, every path of
+///   which it declares: the declaration replaces it (so the order in which
+///   a build's files arrive never changes the result). Every item of the
+///   model is what the templates make of its path (no attribute beyond
+///   ftype, path, sha256 and size), so that is any version whose paths the
+///   declaration covers;
 /// - removal takes items out at once; their paths stay readable until
 ///   reaped; blobs nothing references are recorded as orphans and reaped.
 #[derive(Clone, Debug, Default)]
@@ -365,6 +372,39 @@ impl Model {
             .into_iter()
             .filter(|(k, _)| !self.st[s].versions.contains_key(k))
             .collect();
+        self.put_versions(s, new, label, with_data)
+    }
+
+    /// A products file written into stream `s`: its version is added, or
+    /// replaces the stream's version of the same key whose paths it all
+    /// declares (see the rules above); refused when a path would get a
+    /// second content.
+    pub(crate) fn declare(
+        &mut self,
+        s: usize,
+        key: (String, String),
+        items: Items,
+        label: &str,
+    ) -> Outcome {
+        let covered = self.st[s].versions.get(&key).is_none_or(|have| {
+            have.values()
+                .all(|(p, _)| items.values().any(|(d, _)| d == p))
+        });
+        if !covered {
+            return self.add_versions(s, vec![(key, items)], label, false);
+        }
+        self.put_versions(s, vec![(key, items)], label, false)
+    }
+
+    /// Puts `new` into stream `s` (replacing versions of the same keys),
+    /// unless a path would get a second content.
+    fn put_versions(
+        &mut self,
+        s: usize,
+        new: Vec<((String, String), Items)>,
+        label: &str,
+        with_data: bool,
+    ) -> Outcome {
         for (_, items) in &new {
             for (p, c) in items.values() {
                 if self.st[s].content_at(p).is_some_and(|x| x != *c) {
@@ -524,12 +564,7 @@ impl Model {
                 write,
             } => {
                 let key = (product(s, arch, sub), VERSIONS[version].to_string());
-                let r = self.add_versions(
-                    s,
-                    vec![(key, Self::build_items(arch, version, sub, c))],
-                    LABEL[s],
-                    false,
-                );
+                let r = self.declare(s, key, Self::build_items(arch, version, sub, c), LABEL[s]);
                 if r != Outcome::Ok {
                     return r;
                 }
@@ -541,6 +576,24 @@ impl Model {
                     }
                 }
                 out
+            }
+            Op::DataFirst {
+                s,
+                arch,
+                version,
+                sub,
+                c,
+                first,
+                reversed,
+            } => {
+                for i in data_order(first, reversed) {
+                    let r = self.put(s, meta_file(arch, version, sub, i), c[i]);
+                    if r != Outcome::Ok {
+                        return r;
+                    }
+                }
+                let key = (product(s, arch, sub), VERSIONS[version].to_string());
+                self.declare(s, key, Self::build_items(arch, version, sub, c), LABEL[s])
             }
             Op::Promote { arch, version } => {
                 let dir = version_dir(arch, version);

@@ -188,6 +188,24 @@ impl Real {
                 }
                 out
             }
+            Op::DataFirst {
+                s,
+                arch,
+                version,
+                sub,
+                c,
+                first,
+                reversed,
+            } => {
+                for i in data_order(first, reversed) {
+                    let r = self.put(s, meta_file(arch, version, sub, i), c[i], false);
+                    if r != Outcome::Ok {
+                        return r;
+                    }
+                }
+                let doc = products_doc(s, arch, version, sub, c);
+                write_file(&self.at(s, "streams/v1/build.json"), doc.as_bytes())
+            }
             Op::Promote { arch, version } => {
                 let dir = version_dir(arch, version);
                 let link = self.at(1, &dir);

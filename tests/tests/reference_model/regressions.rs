@@ -173,8 +173,38 @@ pub(crate) fn a_shell_redirect_inserts_what_is_written_after_the_descriptor_is_d
     }
 }
 
+/// A squashfs copied beside a kernel whose product has another version
+/// declared by metadata: attaching it keeps that version's attributes.
 #[test]
 pub(crate) fn a_shared_file_attached_to_a_product_with_declared_versions_keeps_their_attributes() {
+    regression(&[
+        Op::Rsync {
+            s: 0,
+            f: kernel(0, 0, 1, 0),
+            c: 0,
+        },
+        Op::Meta {
+            s: 0,
+            arch: 0,
+            version: 1,
+            sub: 1,
+            c: [0, 0, 0],
+            write: [false, false, false],
+        },
+        Op::Copy {
+            s: 0,
+            f: squashfs(0, 0),
+            c: 0,
+        },
+    ]);
+}
+
+/// A products file declaring a version whose kernel was copied before it
+/// (data first, as `cp -r` does) replaces that version with the declared
+/// one, in a product with another declared version; the squashfs written
+/// after it fills the declared item.
+#[test]
+pub(crate) fn a_products_file_replaces_the_version_its_copied_data_made() {
     regression(&[
         Op::Rsync {
             s: 0,
@@ -200,37 +230,80 @@ pub(crate) fn a_shared_file_attached_to_a_product_with_declared_versions_keeps_t
     ]);
 }
 
-/// A products file declaring a version the stream has (nothing added) does
-/// not attach a kept shared squashfs to it.
-#[test]
-pub(crate) fn a_products_file_that_adds_nothing_attaches_no_kept_shared_file() {
-    regression(&[
+/// The ops that leave `released` with a promoted version (one initrd) and a
+/// squashfs of that version kept for products to come (content 0).
+fn promoted_beside_a_kept_squashfs() -> Vec<Op> {
+    vec![
         Op::Copy {
             s: 0,
-            f: FileRef {
-                arch: 0,
-                version: 0,
-                slot: Slot::Kernel { sub: 0, file: 1 },
-            },
+            f: kernel(0, 0, 0, 1),
             c: 0,
         },
         Op::Copy {
             s: 1,
-            f: FileRef {
-                arch: 0,
-                version: 0,
-                slot: Slot::Squashfs,
-            },
+            f: squashfs(0, 0),
             c: 0,
         },
         Op::CtlPromote { version: 0 },
-        Op::Meta {
-            s: 1,
-            arch: 0,
-            version: 0,
+    ]
+}
+
+/// A products file that redeclares a version the stream has (here a
+/// promoted one, made by the templates) replaces it, so its squashfs must
+/// agree with the squashfs the stream keeps at that path: other content is
+/// refused, as for any path the stream holds.
+#[test]
+pub(crate) fn a_products_file_redeclaring_a_version_cannot_contradict_a_kept_shared_file() {
+    let mut ops = promoted_beside_a_kept_squashfs();
+    ops.push(Op::Meta {
+        s: 1,
+        arch: 0,
+        version: 0,
+        sub: 0,
+        c: [0, 0, 1],
+        write: [false, false, false],
+    });
+    regression(&ops);
+}
+
+/// The same with the kept squashfs's content: the declared version takes
+/// the kept file as its item.
+#[test]
+pub(crate) fn a_products_file_redeclaring_a_version_takes_the_kept_shared_file() {
+    let mut ops = promoted_beside_a_kept_squashfs();
+    ops.push(Op::Meta {
+        s: 1,
+        arch: 0,
+        version: 0,
+        sub: 0,
+        c: [0, 0, 0],
+        write: [false, false, false],
+    });
+    regression(&ops);
+}
+
+/// A whole build copied data first, then its products file: the same
+/// stream as metadata first.
+#[test]
+pub(crate) fn a_build_copied_data_first_equals_its_metadata() {
+    regression(&[
+        Op::DataFirst {
+            s: 0,
+            arch: 1,
+            version: 2,
             sub: 0,
-            c: [0, 0, 1],
-            write: [false, false, false],
+            c: [1, 2, 3],
+            first: [true, true, true],
+            reversed: true,
+        },
+        Op::DataFirst {
+            s: 0,
+            arch: 1,
+            version: 2,
+            sub: 1,
+            c: [2, 1, 3],
+            first: [true, false, false],
+            reversed: false,
         },
     ]);
 }
