@@ -1,5 +1,6 @@
 //! The builtin builder on bad input, as root: a truncated tarball, a source
-//! it does not read, an unknown release or arch, a chroot step that fails.
+//! it does not read, an unknown release or arch, a chroot step that fails,
+//! a user who is not root.
 //! Each exits 1 (2 for usage), names what failed and the log, leaves no
 //! partial OUT, and no mount or scratch directory behind. (A kernel package
 //! that does not exist is in build_real.rs: it needs the Debian root.)
@@ -80,7 +81,8 @@ fn bad_input_fails_cleanly() {
         )
     };
 
-    // A truncated tarball: the squashfs step fails on xz's error.
+    // A truncated tarball: unpacking fails on xz's error, and the squashfs
+    // made beside it is stopped.
     let bytes = std::fs::read(&tarball).unwrap();
     let truncated = tmp.path().join("truncated-root.tar.xz");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -91,7 +93,8 @@ fn bad_input_fails_cleanly() {
         1,
         &[
             "stage squashfs failed",
-            "builder squashfs failed",
+            "stage unpack failed",
+            "builder unpack failed",
             "xz -dc",
             "(log: ",
         ],
@@ -135,6 +138,35 @@ fn bad_input_fails_cleanly() {
         assert_failed(&s, &o, 2, &[what], &out);
     }
 
+    // Not root: refused before anything is written.
+    use std::os::unix::fs::PermissionsExt;
+    let open = tmp.path().join("nobody");
+    std::fs::create_dir(&open).unwrap();
+    for d in [tmp.path(), open.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let cfg_file = open.join("meph2.yaml");
+    std::fs::write(&cfg_file, &cfg).unwrap();
+    let nobody_out = open.join("out");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(streamfs_tests::mountctl_bin())
+        .arg("build")
+        .arg("--config")
+        .arg(&cfg_file)
+        .arg("--log-dir")
+        .arg(open.join("logs"))
+        .args(["amd64", "bookworm", "1"])
+        .arg(&tarball)
+        .arg(&nobody_out)
+        .env("TMPDIR", &open)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("must run as root"), "{err}");
+    assert!(!nobody_out.exists(), "{err}");
+
     // A chroot step that fails (this root has no apt-get): the kernel
     // step fails after its overlay and /proc, /sys, /dev were mounted; all
     // are gone afterwards.
@@ -144,7 +176,7 @@ fn bad_input_fails_cleanly() {
         &o,
         1,
         &[
-            "stage squashfs done in",
+            "stage unpack done in",
             "stage manifest done in",
             "builder kernel:linux-image-amd64 failed",
             "apt-get",

@@ -115,13 +115,13 @@ impl Log {
         Ok(out)
     }
 
-    /// Runs `producer | consumer`; both must succeed.
-    pub fn pipe(
+    /// Starts `producer | consumer`; [`Log::wait`] collects it.
+    pub fn spawn_pipe(
         &mut self,
         step: &str,
         producer: &mut Command,
         consumer: &mut Command,
-    ) -> Result<()> {
+    ) -> Result<Pipeline> {
         let (pw, cw) = (describe(producer), describe(consumer));
         producer.stdin(Stdio::null());
         let mut p = self.spawn(step, producer, Stdio::piped())?;
@@ -132,19 +132,65 @@ impl Log {
         // The Command keeps the pipe's read end until told otherwise; closed
         // here, a consumer that stops early makes the producer stop too.
         consumer.stdin(Stdio::null());
-        let mut c = match c {
-            Ok(c) => c,
+        let producer = Some((p, pw));
+        match c {
+            Ok(c) => Ok(Pipeline {
+                step: step.to_string(),
+                producer,
+                consumer: Some((c, cw)),
+            }),
+            // Dropping the pipeline kills the producer.
             Err(e) => {
-                let _ = p.kill();
-                let _ = p.wait();
-                return Err(e);
+                drop(Pipeline {
+                    step: step.to_string(),
+                    producer,
+                    consumer: None,
+                });
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Waits for a pipeline; both commands must succeed.
+    pub fn wait(&mut self, mut p: Pipeline) -> Result<()> {
+        let (mut c, cw) = p.consumer.take().expect("a running pipeline");
+        let (mut pr, pw) = p.producer.take().expect("a running pipeline");
         let cst = c.wait();
-        let pst = p.wait();
+        let pst = pr.wait();
         // The producer's failure (a truncated or corrupt source) explains
         // the consumer's, so it is reported first.
-        self.check(step, &pw, pst)?;
-        self.check(step, &cw, cst)
+        self.check(&p.step, &pw, pst)?;
+        self.check(&p.step, &cw, cst)
+    }
+
+    /// Runs `producer | consumer`; both must succeed.
+    pub fn pipe(
+        &mut self,
+        step: &str,
+        producer: &mut Command,
+        consumer: &mut Command,
+    ) -> Result<()> {
+        let p = self.spawn_pipe(step, producer, consumer)?;
+        self.wait(p)
+    }
+}
+
+/// A running `producer | consumer`; dropped unwaited (another step
+/// failed), both are killed and reaped.
+pub struct Pipeline {
+    step: String,
+    producer: Option<(Child, String)>,
+    consumer: Option<(Child, String)>,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for (mut child, _) in [self.consumer.take(), self.producer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

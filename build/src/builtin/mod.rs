@@ -2,7 +2,8 @@
 //! in-process, as root, with the system's tools (tar, sqfstar, dpkg-query,
 //! mount, chroot, apt-get in the chroot). Steps, each a stage line:
 //!
-//! 1. `squashfs`: the root tarball streamed into `sqfstar -comp xz`;
+//! 1. `squashfs`: the root tarball streamed into `sqfstar -comp xz`, in
+//!    the background while the next steps run;
 //! 2. `unpack`: the root unpacked into a scratch directory (owners, modes,
 //!    hard links, devices, sparse files, xattrs);
 //! 3. `manifest`: `dpkg-query --show` of the root's package database;
@@ -142,34 +143,60 @@ pub fn run(
     };
     let total = 3 + a.packs.len();
     let mut done = 0;
-    let mut step = |stages: &mut Stages<'_>,
-                    name: &str,
-                    f: &mut dyn FnMut(&mut Log) -> Result<()>|
-     -> Result<()> {
-        stages.run(name, |_| f(&mut log))?;
+    let mut progress = |stages: &mut Stages<'_>| {
         done += 1;
-        stages.percent("builder", (done * 100 / total) as u8);
-        Ok(())
+        stages.percent("builder", (done * 100 / total).min(100) as u8);
     };
+    // The squashfs is made from the tarball itself, so it runs beside the
+    // other steps (which work on the unpacked root): the build takes about
+    // the longer of the two instead of their sum. Another step's failure
+    // drops (kills) it.
+    let mut squashfs_job = None;
     if a.squashfs {
-        step(stages, squashfs::STEP, &mut |log| {
-            squashfs::squashfs(&src, &a.squashfs_path(), log)
-        })?;
+        let t = stages.begin(squashfs::STEP);
+        match squashfs::start(&src, &a.squashfs_path(), &mut log) {
+            Ok(Some(job)) => squashfs_job = Some((t, job)),
+            Ok(None) => {
+                stages.end(squashfs::STEP, t, &Ok(()));
+                progress(stages);
+            }
+            Err(e) => {
+                let r: Result<()> = Err(e);
+                stages.end(squashfs::STEP, t, &r);
+                return r;
+            }
+        }
     }
     let root = work.path().join("root");
-    step(stages, unpack::STEP, &mut |log| {
-        unpack::unpack(&src, &root, log)
-    })?;
-    if let Some(m) = &a.manifest {
-        step(stages, manifest::STEP, &mut |log| {
-            manifest::manifest(&root, m, log)
-        })?;
+    let rest = (|| {
+        stages.run(unpack::STEP, |_| unpack::unpack(&src, &root, &mut log))?;
+        progress(stages);
+        if let Some(m) = &a.manifest {
+            stages.run(manifest::STEP, |_| manifest::manifest(&root, m, &mut log))?;
+            progress(stages);
+        }
+        for (i, pack) in a.packs.iter().enumerate() {
+            let scratch = work.path().join(format!("kernel-{i}"));
+            stages.run(&kernel::step_name(pack), |_| {
+                kernel::kernel(&root, &scratch, pack, &kopts, &mut log)
+            })?;
+            progress(stages);
+        }
+        Ok(())
+    })();
+    if let Err(e) = rest {
+        if let Some((t, job)) = squashfs_job {
+            drop(job);
+            let stopped: Result<()> = Err(log.fail(squashfs::STEP, "stopped: another step failed"));
+            stages.end(squashfs::STEP, t, &stopped);
+        }
+        return Err(e);
     }
-    for (i, pack) in a.packs.iter().enumerate() {
-        let scratch = work.path().join(format!("kernel-{i}"));
-        step(stages, &kernel::step_name(pack), &mut |log| {
-            kernel::kernel(&root, &scratch, pack, &kopts, log)
-        })?;
+    if let Some((t, job)) = squashfs_job {
+        let r = log.wait(job);
+        stages.end(squashfs::STEP, t, &r);
+        r?;
+        progress(stages);
     }
     drop(work);
     Ok(())

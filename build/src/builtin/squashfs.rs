@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::log::Log;
+use super::log::{Log, Pipeline};
 use super::source::{Kind, Source};
 use crate::error::Result;
 
@@ -30,18 +30,23 @@ pub fn sqfstar(src: &Source, out: &Path) -> Command {
     c
 }
 
-pub fn squashfs(src: &Source, out: &Path, log: &mut Log) -> Result<()> {
+/// Starts the squashfs of `src` at `out`: a running pipeline for a root
+/// tarball (it runs beside the other steps), or None when it is done
+/// already (a squashfs source is copied).
+pub fn start(src: &Source, out: &Path, log: &mut Log) -> Result<Option<Pipeline>> {
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d).map_err(|e| log.fail(STEP, format!("{}: {e}", d.display())))?;
     }
     match src.kind {
-        Kind::RootTar => log.pipe(STEP, &mut src.reader(), &mut sqfstar(src, out)),
+        Kind::RootTar => log
+            .spawn_pipe(STEP, &mut src.reader(), &mut sqfstar(src, out))
+            .map(Some),
         Kind::Squashfs => {
             log.line(&format!(
                 "# the source is a squashfs: copied to {}",
                 out.display()
             ));
-            std::fs::copy(&src.path, out).map(|_| ()).map_err(|e| {
+            std::fs::copy(&src.path, out).map(|_| None).map_err(|e| {
                 log.fail(
                     STEP,
                     format!("copying {} to {}: {e}", src.path.display(), out.display()),
