@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nginx rsync gnupg gpgv fuse3 systemd util-linux python3 python3-venv squashfs-tools ca-certificates g++ e2fsprogs ostree aria2 postgresql chromium curl)
+packages=(nginx rsync gnupg gpgv fuse3 systemd util-linux python3 python3-venv squashfs-tools ca-certificates g++ e2fsprogs ostree aria2 postgresql chromium curl mmdebstrap qemu-system-x86 xz-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,8 +4,9 @@
 //! the stub that made the goldens (`kernel: PKG`, `initrd: PKG`, a two-line
 //! manifest), so kernel, initrd and manifest hashes equal the goldens'.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::argv;
 use crate::error::{Error, Result};
 
 const MANIFEST: &str = "cloud-init\t1.0\nlinux-generic\t2.0\n";
@@ -17,60 +18,26 @@ fn write(path: &Path, body: &str) -> Result<()> {
     std::fs::write(path, body).map_err(|e| Error::io(path, e))
 }
 
-fn usage(msg: String) -> Error {
-    Error::Usage(format!("fake builder: {msg}"))
-}
-
 /// Runs the fake builder on `args` (without the program name).
 pub fn run(args: &[String]) -> Result<()> {
-    let (mut gzip, mut squashfs) = (true, true);
-    let mut manifest: Option<PathBuf> = None;
-    let mut packs: Vec<&str> = Vec::new();
-    let mut positional: Vec<&str> = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "--no-gzip" => gzip = false,
-            "--no-squashfs" => squashfs = false,
-            s if s.starts_with("--manifest=") => manifest = Some(s["--manifest=".len()..].into()),
-            s if s.starts_with("--krd-pack=") => packs.push(&s["--krd-pack=".len()..]),
-            s if s.starts_with('-') => {}
-            s => positional.push(s),
-        }
-    }
-    let [src, root_gz] = positional[..] else {
-        return Err(usage(format!(
-            "wants SOURCE and ROOT_IMAGE_GZ, got {positional:?}"
-        )));
-    };
-    let root_gz = Path::new(root_gz);
-    let dir = root_gz.parent().unwrap_or(Path::new("."));
-    let name = Path::new(src)
+    let a = argv::parse("fake builder", args)?;
+    let name = Path::new(&a.source)
         .file_name()
-        .map_or(src.into(), |n| n.to_string_lossy());
-    if gzip {
-        write(root_gz, &format!("root-image.gz of {name}\n"))?;
+        .map_or(a.source.as_str().into(), |n| n.to_string_lossy());
+    if a.gzip {
+        write(&a.root_image_gz, &format!("root-image.gz of {name}\n"))?;
     }
-    if squashfs {
-        write(&dir.join("squashfs"), &format!("squashfs of {name}\n"))?;
+    if a.squashfs {
+        write(&a.squashfs_path(), &format!("squashfs of {name}\n"))?;
     }
-    if let Some(m) = manifest {
-        write(&m, MANIFEST)?;
+    if let Some(m) = &a.manifest {
+        write(m, MANIFEST)?;
     }
-    for pack in packs {
-        let mut fields = pack.split(',');
-        let (Some(pkg), Some(kernel), Some(initrd)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(usage(format!("bad --krd-pack={pack}")));
-        };
-        write(Path::new(kernel), &format!("kernel: {pkg}\n"))?;
-        write(Path::new(initrd), &format!("initrd: {pkg}\n"))?;
-        for f in fields {
-            if let Some(d) = f.strip_prefix("--dtb=") {
-                let (dtb, out) = d
-                    .split_once('=')
-                    .ok_or_else(|| usage(format!("bad --dtb in --krd-pack={pack}")))?;
-                write(Path::new(out), &format!("dtb: {dtb}\n"))?;
-            }
+    for pack in &a.packs {
+        write(&pack.kernel, &format!("kernel: {}\n", pack.kpkg))?;
+        write(&pack.initrd, &format!("initrd: {}\n", pack.kpkg))?;
+        if let Some((dtb, out)) = &pack.dtb {
+            write(out, &format!("dtb: {dtb}\n"))?;
         }
     }
     Ok(())

@@ -4,6 +4,8 @@
 //! argv into a staging directory, and writes the streams metadata. The CLI
 //! lives in mountctl (`mountctl build`, `mountctl cloudimg-sync`).
 
+pub mod argv;
+pub mod builtin;
 pub mod cloudimg;
 pub mod config;
 pub mod error;

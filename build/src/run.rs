@@ -9,14 +9,25 @@ use std::process::{Command, Stdio};
 
 use streamfs_core::timefmt;
 
+use crate::builtin::log::tail;
+use crate::builtin::{self, BuiltinOptions};
 use crate::error::{Error, Result};
 use crate::metadata;
 use crate::plan::Plan;
 use crate::stage::Stages;
 
+/// Who makes the images.
+#[derive(Clone, Copy, Debug)]
+pub enum Builder<'a> {
+    /// A command and its leading arguments, run with meph2's argv after them
+    /// (meph2's `maas-cloudimg2eph2`, the fake builder, a wrapper).
+    Command(&'a [String]),
+    /// The builtin builder, run in this process (its steps are stage lines).
+    Builtin(&'a BuiltinOptions),
+}
+
 pub struct BuildOptions<'a> {
-    /// The builder command and its leading arguments; meph2's argv follows.
-    pub builder: &'a [String],
+    pub builder: Builder<'a>,
     pub out: &'a Path,
     pub flat_json: Option<&'a Path>,
     /// Directory that keeps one log file per builder run.
@@ -61,13 +72,6 @@ fn log_path(dir: &Path, plan: &Plan, out: &Path) -> PathBuf {
     ))
 }
 
-/// The last lines of a log, for the error message.
-fn tail(log: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
-
 pub fn build(plan: &Plan, opts: &BuildOptions<'_>, stages: &mut Stages<'_>) -> Result<BuildReport> {
     let out = opts.out;
     let created_out = !out.exists();
@@ -96,8 +100,12 @@ pub fn build(plan: &Plan, opts: &BuildOptions<'_>, stages: &mut Stages<'_>) -> R
         std::fs::create_dir_all(opts.log_dir).map_err(|e| Error::io(opts.log_dir, e))?;
         let lp = log_path(opts.log_dir, plan, out);
         log = Some(lp.clone());
-        stages.run("builder", |_| {
-            run_builder(plan, opts.builder, &staging, &lp)
+        stages.run("builder", |stages| match opts.builder {
+            Builder::Command(cmd) => run_builder(plan, cmd, &staging, &lp),
+            Builder::Builtin(b) => {
+                builtin::run(&plan.builder_args(&staging), b, &lp, stages)?;
+                check_outputs(plan, &staging, builtin::NAME, &lp)
+            }
         })?;
         stages.run("publish", |_| {
             for p in &plan.outputs {
@@ -155,10 +163,17 @@ fn run_builder(plan: &Plan, builder: &[String], staging: &Path, log: &Path) -> R
     if !status.success() {
         return Err(fail(format!("{status}; last log lines: {}", tail(log, 5))));
     }
-    for p in &plan.outputs {
-        if !staging.join(p).is_file() {
-            return Err(fail(format!("it did not write {p}")));
-        }
+    check_outputs(plan, staging, prog, log)
+}
+
+/// Every file the plan names was written by builder `step`.
+fn check_outputs(plan: &Plan, staging: &Path, step: &str, log: &Path) -> Result<()> {
+    match plan.outputs.iter().find(|p| !staging.join(p).is_file()) {
+        Some(p) => Err(Error::Builder {
+            step: step.to_string(),
+            reason: format!("it did not write {p}"),
+            log: log.to_path_buf(),
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }

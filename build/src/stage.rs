@@ -25,15 +25,26 @@ impl<'a> Stages<'a> {
     /// Runs `f` as stage `name`, reporting its start and its end with the
     /// time it took.
     pub fn run<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        (self.sink)(&format!("stage {name} started"));
-        let t = Instant::now();
+        let t = self.begin(name);
         let r = f(self);
+        self.end(name, t, &r);
+        r
+    }
+
+    /// Reports the start of stage `name`, for a stage that runs alongside
+    /// others; [`Stages::end`] reports its end.
+    pub fn begin(&mut self, name: &str) -> Instant {
+        (self.sink)(&format!("stage {name} started"));
+        Instant::now()
+    }
+
+    /// Reports the end of stage `name` begun at `t`.
+    pub fn end<T>(&mut self, name: &str, t: Instant, r: &Result<T>) {
         let secs = t.elapsed().as_secs_f64();
-        match &r {
+        match r {
             Ok(_) => (self.sink)(&format!("stage {name} done in {secs:.2}s")),
             Err(e) => (self.sink)(&format!("stage {name} failed in {secs:.2}s: {e}")),
         }
-        r
     }
 
     /// A percentage within a running stage.

@@ -385,15 +385,21 @@ pub struct Meph2Args {
     )]
     pub config: PathBuf,
 
-    /// Builder command run with meph2's builder argv; `fake` is the shipped
-    /// fake builder; the default is meph2's builder on PATH.
+    /// Who builds the images: `builtin` (the default: the shipped builder,
+    /// run as root), `fake` (small deterministic files, for tests), or a
+    /// command run with meph2's builder argv (e.g. maas-cloudimg2eph2).
     #[arg(
         long,
         value_name = "CMD",
         env = "MAAS_CLOUDIMG2EPH2",
-        default_value = "maas-cloudimg2eph2"
+        default_value = "builtin"
     )]
     pub builder: String,
+
+    /// The builtin builder keeps downloaded packages (kernels) and package
+    /// lists here between builds (DIR/archives, DIR/lists).
+    #[arg(long, value_name = "DIR", env = "STREAMFS_BUILD_APT_CACHE")]
+    pub apt_cache: Option<PathBuf>,
 
     /// Keep one log per builder run here.
     #[arg(long, value_name = "DIR", env = "STREAMFS_BUILD_LOG_DIR")]

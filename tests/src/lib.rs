@@ -186,8 +186,10 @@ pub fn run_in(dir: &Path, program: &Path, args: &[&str]) -> Outcome {
         code: out.status.code(),
     }
 }
+pub mod build;
 pub mod buildd;
 pub mod chromium;
+pub mod debian;
 pub mod mirrors;
 pub mod mount;
 pub mod node;

@@ -5,9 +5,10 @@
 //! dtb); kernel, initrd and manifest hashes are compared too. Also: meph2's
 //! builder argv, no rerun when every output exists, no partial OUT.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
+use streamfs_tests::build::named_log;
 use streamfs_tests::{fixtures_dir, mountctl_bin, run_in};
 
 /// Payloads of meph2's stub whose exact bytes the fixture does not keep.
@@ -246,17 +247,8 @@ fn failed_builder_leaves_no_out_and_names_its_log() {
     assert_eq!(o.code, Some(1), "{}", o.stderr_text());
     let err = o.stderr_text();
     assert!(err.contains("chroot step failed"), "{err}");
-    let log: PathBuf = err
-        .split("(log: ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no log named: {err}"));
-    assert!(
-        std::fs::read_to_string(&log)
-            .unwrap()
-            .contains("--krd-pack=linux-generic,")
-    );
+    let (_, log) = named_log(&err);
+    assert!(log.contains("--krd-pack=linux-generic,"), "{log}");
     assert!(!out.exists(), "partial OUT left behind");
 
     // Unknown release and arch are usage errors naming what is wrong.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use streamfs_build::builtin::BuiltinOptions;
 use streamfs_build::config::Config;
 use streamfs_build::plan::{Request, plan};
-use streamfs_build::run::{BuildOptions, build};
+use streamfs_build::run::{BuildOptions, Builder, build};
 use streamfs_build::stage::Stages;
 
 use crate::cli::{BuildArgs, FakeBuilderArgs, Meph2Args};
@@ -29,15 +30,23 @@ pub fn load_config(m: &Meph2Args) -> Result<Config> {
     })
 }
 
-/// The builder argv prefix: `fake` runs this binary's fake builder.
-pub fn builder_cmd(m: &Meph2Args) -> Result<Vec<String>> {
+/// The builder argv prefix (None for the builtin builder): `fake` runs
+/// this binary's fake builder.
+pub fn builder_cmd(m: &Meph2Args) -> Result<Option<Vec<String>>> {
     Ok(match m.builder.as_str() {
-        "fake" => vec![
+        streamfs_build::builtin::NAME => None,
+        "fake" => Some(vec![
             std::env::current_exe()?.display().to_string(),
             "fake-builder".into(),
-        ],
-        cmd => cmd.split_whitespace().map(str::to_string).collect(),
+        ]),
+        cmd => Some(cmd.split_whitespace().map(str::to_string).collect()),
     })
+}
+
+pub fn builtin_options(m: &Meph2Args) -> BuiltinOptions {
+    BuiltinOptions {
+        apt_cache: m.apt_cache.clone(),
+    }
 }
 
 pub fn log_dir(m: &Meph2Args) -> PathBuf {
@@ -70,14 +79,19 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
         verbosity: 1,
     };
     let plan = plan(&cfg, &req).map_err(usage)?;
-    let builder = builder_cmd(&a.meph2)?;
+    let cmd = builder_cmd(&a.meph2)?;
+    let builtin = builtin_options(&a.meph2);
+    let builder = match &cmd {
+        Some(c) => Builder::Command(c),
+        None => Builder::Builtin(&builtin),
+    };
     let logs = log_dir(&a.meph2);
     let mut sink = stderr_sink();
     let mut stages = Stages::new(&mut sink);
     let report = build(
         &plan,
         &BuildOptions {
-            builder: &builder,
+            builder,
             out: &a.out,
             flat_json: a.flat_json.as_deref(),
             log_dir: &logs,
