@@ -15,7 +15,7 @@ use streamfs_build::cloudimg::{self, Options, Wanted};
 use streamfs_build::config::Config;
 use streamfs_build::metadata;
 use streamfs_build::plan::{Request, plan};
-use streamfs_build::run::{BuildOptions, build};
+use streamfs_build::run::{BuildOptions, Builder, build};
 use streamfs_build::stage::Stages;
 use streamfs_core::fetch::{Client, Expected, FetchOptions};
 use streamfs_core::ops::insert::{InsertOptions, insert};
@@ -27,7 +27,7 @@ use streamfs_core::streams::condense::condense;
 use streamfs_core::streams::query::Verify;
 use streamfs_core::timefmt;
 
-use super::build::{builder_cmd, load_config, log_dir, stderr_sink, usage};
+use super::build::{builder_cmd, builtin_options, load_config, log_dir, stderr_sink, usage};
 use super::{Context, filters};
 use crate::cli::CloudimgSyncArgs;
 
@@ -81,13 +81,18 @@ pub fn run(ctx: &Context, a: CloudimgSyncArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = a.insert.as_ref().map(|_| ctx.open()).transpose()?;
-    let builder = builder_cmd(&a.meph2)?;
+    let cmd = builder_cmd(&a.meph2)?;
+    let builtin = builtin_options(&a.meph2);
+    let builder = match &cmd {
+        Some(c) => Builder::Command(c),
+        None => Builder::Builtin(&builtin),
+    };
     let logs = log_dir(&a.meph2);
     let cache = cache_dir(a.cache.as_deref());
     let mut built = Vec::new();
     for w in &sync_plan.wanted {
         let image = fetch_image(&client, &source.item_url(&w.path), w, &cache)?;
-        let doc = build_one(&cfg, &a, w, &image, &builder, &logs)?;
+        let doc = build_one(&cfg, &a, w, &image, builder, &logs)?;
         if let (Some(store), Some(stream)) = (&store, &a.insert) {
             let report = insert(
                 store,
@@ -255,7 +260,7 @@ fn build_one(
     a: &CloudimgSyncArgs,
     w: &Wanted,
     image: &Path,
-    builder: &[String],
+    builder: Builder<'_>,
     logs: &Path,
 ) -> Result<Products> {
     let source = image.display().to_string();
