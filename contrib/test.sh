@@ -41,4 +41,4 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 contrib/fuzz.sh
 
 cargo build --workspace --all-targets
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
@@ -157,6 +158,22 @@ impl Log {
         let (mut pr, pw) = p.producer.take().expect("a running pipeline");
         let cst = c.wait();
         let pst = pr.wait();
+        // `tar` and `sqfstar` stop reading at the archive's end-of-archive
+        // blocks, before the zero padding that follows them: a producer
+        // still writing that padding dies of SIGPIPE. A consumer that
+        // succeeded read a whole archive (a truncated one fails it), so that
+        // death is the end of the stream, not an error; a consumer that
+        // failed is what stopped the producer, and is reported.
+        if pst
+            .as_ref()
+            .is_ok_and(|s| s.signal() == Some(libc::SIGPIPE))
+        {
+            self.check(&p.step, &cw, cst)?;
+            self.line(&format!(
+                "# {pw}: stopped by SIGPIPE after {cw} read the whole archive"
+            ));
+            return Ok(());
+        }
         // The producer's failure (a truncated or corrupt source) explains
         // the consumer's, so it is reported first.
         self.check(&p.step, &pw, pst)?;
@@ -192,5 +209,50 @@ impl Drop for Pipeline {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log() -> (tempfile::TempDir, Log) {
+        let d = tempfile::tempdir().unwrap();
+        let l = Log::append(&d.path().join("build.log")).unwrap();
+        (d, l)
+    }
+
+    #[test]
+    fn a_producer_cut_off_by_a_consumer_that_read_all_it_needed_is_no_failure() {
+        let (_d, mut l) = log();
+        // `yes` writes forever; `head` takes what it needs and succeeds,
+        // as tar does at the end-of-archive blocks.
+        l.pipe(
+            "unpack",
+            &mut Command::new("yes"),
+            Command::new("head").args(["-c", "100000"]),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_failing_producer_or_consumer_fails_the_pipe() {
+        let (_d, mut l) = log();
+        let e = l
+            .pipe(
+                "unpack",
+                Command::new("sh").args(["-c", "exit 3"]),
+                &mut Command::new("cat"),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("exit status: 3"), "{e}");
+        let e = l
+            .pipe(
+                "unpack",
+                &mut Command::new("yes"),
+                Command::new("sh").args(["-c", "head -c 10 >/dev/null; exit 4"]),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("exit status: 4"), "{e}");
     }
 }
