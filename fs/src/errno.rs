@@ -20,6 +20,7 @@ pub fn errno(e: &FsError) -> i32 {
         FsError::NameTooLong => libc::ENAMETOOLONG,
         FsError::Busy(_) => libc::EBUSY,
         FsError::BadHandle => libc::EBADF,
+        FsError::Loop => libc::ELOOP,
         FsError::Stale => libc::ESTALE,
         FsError::Failed(_) => libc::EIO,
         FsError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),

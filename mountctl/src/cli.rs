@@ -244,6 +244,9 @@ pub enum NodeCommand {
     Images(NodeImagesArgs),
     /// Store a raw disk image (.img) as a new version of image NAME.
     Import(NodeImportArgs),
+    /// Give an image another name (`-i ALIAS` loads it; the mount shows the
+    /// symlink ALIAS -> IMAGE), or drop one with -d.
+    Alias(NodeAliasArgs),
     /// Load an image onto nodes: PXE link, reset, send down a chain of the nodes, boot back.
     Load(NodeLoadArgs),
     /// Save a node's disk as a new version of image NAME.
@@ -325,6 +328,21 @@ pub struct NodeImagesArgs {
     pub long: bool,
     /// Only images whose name contains this text.
     pub pattern: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    mountctl node alias ubuntu ubuntu-24.04\n  \
+    mountctl node alias -d ubuntu")]
+pub struct NodeAliasArgs {
+    /// The alias.
+    pub alias: String,
+    /// The image it names (an image name or another alias).
+    #[arg(required_unless_present = "delete", conflicts_with = "delete")]
+    pub image: Option<String>,
+    /// Drop the alias.
+    #[arg(short = 'd', long)]
+    pub delete: bool,
 }
 
 #[derive(Debug, Args)]

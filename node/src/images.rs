@@ -4,10 +4,12 @@
 //! through the store's ordinary insert, so images are content-addressed
 //! like every blob: two saves of one disk cost one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 use streamfs_core::ops::insert::{InsertOptions, insert};
+use streamfs_core::ops::product_alias;
 use streamfs_core::store::Store;
 
 use crate::error::{Error, Result};
@@ -233,24 +235,58 @@ pub fn list(store: &Store, stream: &str) -> Result<Vec<ImageVersion>> {
     Ok(out)
 }
 
-/// The version an image reference means: the given one, or the newest.
-pub fn find(store: &Store, stream: &str, r: &ImageRef) -> Result<ImageVersion> {
-    let all = list(store, stream)?;
-    let mut of_name: Vec<ImageVersion> = all.into_iter().filter(|v| v.name == r.name).collect();
-    if of_name.is_empty() {
-        return Err(Error::Usage(format!(
-            "no image {} in stream {stream}",
-            r.name
-        )));
+/// Every alias of the stream's images and the image it names.
+pub fn aliases(store: &Store, stream: &str) -> Result<BTreeMap<String, String>> {
+    store.config().stream(stream)?;
+    let snap = store.snapshot()?;
+    Ok(snap
+        .streams
+        .get(stream)
+        .map(product_alias::all)
+        .unwrap_or_default())
+}
+
+/// Makes `alias` another name of image `name` (moving it from the image it
+/// named before); in the mount it is the symlink `ALIAS -> NAME`.
+pub fn set_alias(store: &Store, stream: &str, alias: &str, name: &str) -> Result<bool> {
+    let name = resolve(store, stream, name)?;
+    let mut txn = store.begin()?;
+    let changed = product_alias::set(&mut txn, stream, alias, &name)?;
+    txn.commit()?;
+    Ok(changed)
+}
+
+/// Drops `alias`; returns the image it named.
+pub fn remove_alias(store: &Store, stream: &str, alias: &str) -> Result<String> {
+    let mut txn = store.begin()?;
+    let name = product_alias::remove(&mut txn, stream, alias)?;
+    txn.commit()?;
+    Ok(name)
+}
+
+/// The image a name means: itself, or the image it is an alias of.
+fn resolve(store: &Store, stream: &str, name: &str) -> Result<String> {
+    if list(store, stream)?.iter().any(|v| v.name == name) {
+        return Ok(name.to_string());
     }
+    aliases(store, stream)?
+        .remove(name)
+        .ok_or_else(|| Error::Usage(format!("no image {name} in stream {stream}")))
+}
+
+/// The version an image reference means: the given one, or the newest. The
+/// name may be an alias.
+pub fn find(store: &Store, stream: &str, r: &ImageRef) -> Result<ImageVersion> {
+    let name = resolve(store, stream, &r.name)?;
+    let all = list(store, stream)?;
+    let mut of_name: Vec<ImageVersion> = all.into_iter().filter(|v| v.name == name).collect();
     match &r.version {
         Some(want) => of_name
             .into_iter()
             .find(|v| &v.version == want)
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "image {} has no version {want} in stream {stream}",
-                    r.name
+                    "image {name} has no version {want} in stream {stream}"
                 ))
             }),
         None => Ok(of_name.pop().expect("not empty")),
@@ -260,4 +296,86 @@ pub fn find(store: &Store, stream: &str, r: &ImageRef) -> Result<ImageVersion> {
 /// The blob file holding a version's `.sfimg`.
 pub fn blob_path(store: &Store, v: &ImageVersion) -> PathBuf {
     store.pool().path(&v.sha256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STORE_TOML: &str = r#"
+[[stream]]
+name = "images"
+content_id = "org.streamfs:node-images"
+datatype = "image-downloads"
+product_id = "{name}"
+paths = ["{name}/{version_name}/{ftype}"]
+"#;
+
+    fn store_with(images: &[(&str, u8)]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::init(&dir.path().join("s"), Some(STORE_TOML)).unwrap();
+        for (name, byte) in images {
+            let raw = dir.path().join(format!("{name}.img"));
+            std::fs::write(&raw, vec![*byte; 3 << 20]).unwrap();
+            import_raw(&store, "images", name, &raw, &SaveInfo::default()).unwrap();
+        }
+        (dir, store)
+    }
+
+    fn newest(store: &Store, r: &str) -> Result<String> {
+        find(store, "images", &ImageRef::parse(r)?).map(|v| v.name)
+    }
+
+    #[test]
+    fn an_alias_resolves_to_its_image_and_moves_when_set_again() {
+        let (_d, store) = store_with(&[("debian-12", 1), ("ubuntu-24.04", 2)]);
+        assert!(set_alias(&store, "images", "default", "debian-12").unwrap());
+        assert!(!set_alias(&store, "images", "default", "debian-12").unwrap());
+        assert_eq!(newest(&store, "default").unwrap(), "debian-12");
+        // An alias of an alias names the image.
+        set_alias(&store, "images", "stable", "default").unwrap();
+        assert_eq!(newest(&store, "stable").unwrap(), "debian-12");
+        // An alias names one image: setting it elsewhere moves it.
+        set_alias(&store, "images", "default", "ubuntu-24.04").unwrap();
+        assert_eq!(newest(&store, "default").unwrap(), "ubuntu-24.04");
+        let all = aliases(&store, "images").unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!(
+            remove_alias(&store, "images", "default").unwrap(),
+            "ubuntu-24.04"
+        );
+        assert!(newest(&store, "default").is_err());
+    }
+
+    #[test]
+    fn a_new_version_keeps_the_aliases_of_its_image() {
+        let (d, store) = store_with(&[("debian-12", 1)]);
+        set_alias(&store, "images", "debian", "debian-12").unwrap();
+        let raw = d.path().join("again.img");
+        std::fs::write(&raw, vec![7u8; 3 << 20]).unwrap();
+        let v = import_raw(&store, "images", "debian-12", &raw, &SaveInfo::default()).unwrap();
+        let found = find(&store, "images", &ImageRef::parse("debian").unwrap()).unwrap();
+        assert_eq!(
+            found.version, v.version,
+            "the alias means the newest version"
+        );
+        assert_eq!(aliases(&store, "images").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_alias_may_not_take_an_image_name_or_a_path() {
+        let (_d, store) = store_with(&[("debian-12", 1), ("ubuntu-24.04", 2)]);
+        let e = set_alias(&store, "images", "ubuntu-24.04", "debian-12").unwrap_err();
+        assert!(e.to_string().contains("ubuntu-24.04 is a product"), "{e}");
+        for bad in ["../x", "a,b", ".hidden"] {
+            assert!(
+                set_alias(&store, "images", bad, "debian-12").is_err(),
+                "{bad}"
+            );
+        }
+        let e = set_alias(&store, "images", "x", "fedora").unwrap_err();
+        assert!(e.to_string().contains("no image fedora"), "{e}");
+        let e = remove_alias(&store, "images", "nope").unwrap_err();
+        assert!(e.to_string().contains("no alias nope"), "{e}");
+    }
 }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use streamfs_tests::mount::{Mount, can_mount};
 use streamfs_tests::mountctl_bin;
 use streamfs_tests::node::{STORE_TOML, files_below, sha256sum};
 
@@ -107,4 +108,98 @@ fn a_raw_ext4_disk_is_stored_once_and_listed_with_its_versions() {
     let (code, _, err) = mountctl(d, &["--store", "s", "node", "images"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("other"), "the stream is named: {err}");
+}
+
+#[test]
+fn an_image_alias_is_a_symlink_in_the_mount_and_ln_s_and_rm_edit_it() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("store.toml"), STORE_TOML).unwrap();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = mountctl(d, args);
+        assert_eq!(code, Some(0), "mountctl {args:?}: {out}{err}");
+        out
+    };
+    ok(&["--store", "s", "init", "--config", "store.toml"]);
+    std::fs::write(d.join("disk.img"), vec![5u8; 3 << 20]).unwrap();
+    ok(&[
+        "--store",
+        "s",
+        "node",
+        "import",
+        "disk.img",
+        "-o",
+        "debian-12",
+    ]);
+
+    let out = ok(&["--store", "s", "node", "alias", "debian", "debian-12"]);
+    assert_eq!(out.trim(), "debian -> debian-12");
+    let out = ok(&["--store", "s", "node", "images"]);
+    assert!(
+        out.starts_with("debian-12 (aliases debian)  newest "),
+        "{out}"
+    );
+    // An alias may not take an image's name; a missing alias is named.
+    let (code, _, err) = mountctl(d, &["--store", "s", "node", "alias", "debian-12", "debian"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("debian-12 is a product"), "{err}");
+    let (code, _, err) = mountctl(d, &["--store", "s", "node", "alias", "-d", "nope"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no alias nope"), "{err}");
+
+    let m = Mount::new(&d.join("s"));
+    let images = m.path().join("images");
+    let link = images.join("debian");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("debian-12"));
+    let mut names: Vec<String> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["debian", "debian-12", "streams"]);
+    // Through the link, the image's versions and bytes.
+    let through = files_below(&link);
+    let direct = files_below(&images.join("debian-12"));
+    assert_eq!(through.len(), 1, "{through:?}");
+    assert_eq!(
+        std::fs::read(&through[0]).unwrap(),
+        std::fs::read(&direct[0]).unwrap()
+    );
+    // What a simplestreams client reads: the product's aliases attribute.
+    let doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(images.join("streams/v1/org.streamfs:node-images.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["products"]["debian-12"]["aliases"], "debian");
+
+    // ln -s beside the image's directory makes an alias; rm drops it.
+    std::os::unix::fs::symlink("debian-12", images.join("stable")).unwrap();
+    assert_eq!(
+        std::fs::read_link(images.join("stable")).unwrap(),
+        Path::new("debian-12")
+    );
+    let out = ok(&["--store", "s", "node", "images", "-l"]);
+    assert!(out.contains(" debian,stable "), "{out}");
+    std::fs::remove_file(images.join("stable")).unwrap();
+    assert!(std::fs::symlink_metadata(images.join("stable")).is_err());
+    let out = ok(&["--store", "s", "node", "images"]);
+    assert!(
+        out.starts_with("debian-12 (aliases debian)  newest "),
+        "{out}"
+    );
+    // A link within the stream naming no image's directory is refused.
+    let e = std::os::unix::fs::symlink("nowhere", images.join("x")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    drop(m);
+    let out = ok(&["--store", "s", "fsck"]);
+    assert!(out.contains("clean"), "{out}");
 }

@@ -7,6 +7,7 @@ pub mod export;
 pub mod fsck;
 pub mod insert;
 pub mod orphans;
+pub mod product_alias;
 pub mod promote;
 pub mod put;
 pub mod remove;
@@ -210,11 +211,13 @@ pub fn expanded(p: &Products) -> Map<String, Value> {
 /// no attributes of its own: condensing at publication moves the shared ones
 /// up. An existing product's attributes that the version does not set are
 /// made explicit in its other versions first, so nothing changes meaning.
+/// A product's aliases ([`product_alias`]) name the product, not its
+/// versions: they stay where they are.
 pub fn put_version(target: &mut Products, product: &str, version: &str, data: Map<String, Value>) {
     if let Some(p) = target.product(product) {
         let conflicting: Vec<String> = p
             .keys()
-            .filter(|k| k.as_str() != "versions" && !data.contains_key(k.as_str()))
+            .filter(|k| !product_only(k) && !data.contains_key(k.as_str()))
             .cloned()
             .collect();
         if !conflicting.is_empty() {
@@ -236,7 +239,7 @@ fn product_attrs_to_versions(target: &mut Products, product: &str) {
     };
     let attrs: Vec<(String, Value)> = p
         .iter()
-        .filter(|(k, v)| k.as_str() != "versions" && v.is_string())
+        .filter(|(k, v)| !product_only(k) && v.is_string())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(Value::Object(versions)) = p.get_mut("versions") {
@@ -248,5 +251,9 @@ fn product_attrs_to_versions(target: &mut Products, product: &str) {
             }
         }
     }
-    p.retain(|k, x| k == "versions" || !x.is_string());
+    p.retain(|k, x| product_only(k) || !x.is_string());
+}
+
+fn product_only(key: &str) -> bool {
+    key == "versions" || key == product_alias::ATTR
 }

@@ -34,6 +34,10 @@ pub enum FsError {
     Stale,
     #[error("bad file handle")]
     BadHandle,
+    /// A symlink (a product alias) where a file was opened without
+    /// following links.
+    #[error("a symbolic link")]
+    Loop,
     /// The data or metadata written could not be inserted.
     #[error("{0}")]
     Failed(String),

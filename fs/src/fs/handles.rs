@@ -79,6 +79,9 @@ impl StreamFs {
                 Node::Pending(_) => {
                     Err(refuse(FsError::Busy("being written".into()), "open", &path))
                 }
+                // The kernel follows links itself: an open reaching one
+                // asked not to (O_NOFOLLOW).
+                Node::Link(_) => Err(FsError::Loop),
             };
         }
         self.may_write(caller, "open for writing", &path)?;
@@ -101,6 +104,7 @@ impl StreamFs {
                 "open for writing",
                 &path,
             )),
+            Node::Link(_) => Err(FsError::Loop),
         }
     }
 

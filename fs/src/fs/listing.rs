@@ -133,7 +133,14 @@ impl StreamFs {
                         if !w.removing.is_empty() && w.removing.contains_key(&join(&path, n)) {
                             continue;
                         }
-                        names.insert(n.clone(), if *is_dir { Kind::Dir } else { Kind::File });
+                        let kind = if *is_dir {
+                            Kind::Dir
+                        } else if sv.links.contains_key(&join(rel, n)) {
+                            Kind::Symlink
+                        } else {
+                            Kind::File
+                        };
+                        names.insert(n.clone(), kind);
                     }
                     for d in &w.dirs {
                         if parent_of(d) == path {

@@ -35,6 +35,9 @@ impl StreamFs {
             }
             return Some(Node::Blob(f.clone()));
         }
+        if let Some(target) = sv.links.get(rel) {
+            return Some(Node::Link(target.clone()));
+        }
         if sv.children.contains_key(rel) || w.dirs.contains(path) {
             return Some(Node::Dir);
         }
@@ -73,7 +76,7 @@ impl StreamFs {
             // Registered when handed to the kernel (see `record_handed_out`).
             Node::Generated(d) => d.ino,
             Node::Dir => self.inodes.register_dir(path),
-            Node::Pending(_) => self.inodes.register(path),
+            Node::Pending(_) | Node::Link(_) => self.inodes.register(path),
         }
     }
 
@@ -95,7 +98,7 @@ impl StreamFs {
         let ino = match self.resolve(&self.current(), &path)? {
             Node::Blob(f) => item_ino(&path, &f.blob.sha256),
             Node::Generated(d) => d.ino,
-            Node::Dir | Node::Pending(_) => ino_of(&path),
+            Node::Dir | Node::Pending(_) | Node::Link(_) => ino_of(&path),
         };
         self.inodes.dropped(ino, true);
         Some(ino)
@@ -140,6 +143,12 @@ impl StreamFs {
                 size: d.size,
                 mtime: d.mtime,
                 ttl_secs: 0,
+                ..base
+            },
+            Node::Link(target) => Attr {
+                kind: Kind::Symlink,
+                size: target.len() as u64,
+                perm: 0o777,
                 ..base
             },
             Node::Pending(size) => Attr {
@@ -253,7 +262,10 @@ impl StreamFs {
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {
-        let _ = self.path_of(ino)?;
-        Err(FsError::Invalid("not a symlink".into()))
+        let path = self.path_of(ino)?;
+        match self.resolve(&self.current(), &path) {
+            Some(Node::Link(target)) => Ok(target),
+            _ => Err(FsError::Invalid("not a symlink".into())),
+        }
     }
 }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
+use streamfs_core::ops::product_alias;
 use streamfs_core::ops::promote::promote_path_in;
 use streamfs_core::ops::put::{insert_metadata, put_blob};
 use streamfs_core::ops::remove::remove_path;

@@ -1,12 +1,16 @@
-//! `symlink`: a promotion of a version from one stream to another. The
-//! mount decides what a link means (its target, the two streams, the same
-//! path in both); core's `promote_path_in` decides what the path promotes.
+//! `symlink`: a promotion of a version from one stream to another, or an
+//! alias of a product beside its directory. The mount decides what a link
+//! means (its target, the two streams, the same path in both); core's
+//! `promote_path_in` decides what the path promotes, `product_alias` what
+//! an alias may be.
 
 use super::*;
 
 impl StreamFs {
     /// `ln -s TARGET LINK`: a promotion when TARGET is a version directory
-    /// (or below) of another stream and LINK the same path in this one.
+    /// (or below) of another stream and LINK the same path in this one; an
+    /// alias when TARGET is a product's directory of the same stream and
+    /// LINK sits beside it.
     pub fn symlink(
         &self,
         caller: Caller,
@@ -18,6 +22,15 @@ impl StreamFs {
         let p = self.path_of(parent)?;
         let path = join(&p, name);
         self.may_write(caller, "symlink", &path)?;
+        let link = format!("{path} -> {}", target.display());
+        if let Some(product) = self
+            .alias_target(&p, &path, target)
+            .map_err(|e| refuse(e, "symlink", &link))?
+        {
+            self.alias_link(&path, &product)
+                .map_err(|e| refuse(e, "symlink", &link))?;
+            return self.stat_path(&path);
+        }
         self.promote_link(&p, &path, target)
             .map_err(|e| refuse(e, "symlink", &format!("{path} -> {}", target.display())))?;
         self.in_flight
@@ -26,6 +39,52 @@ impl StreamFs {
             .links
             .insert(path.clone(), target.display().to_string());
         self.stat_path(&path)
+    }
+
+    /// The product a link within one stream aliases: `None` when TARGET is
+    /// in another stream (a promotion), an error when it is in this one but
+    /// names no product's directory beside LINK.
+    fn alias_target(&self, parent: &str, path: &str, target: &Path) -> FsResult<Option<String>> {
+        let (Some(resolved), Some(to)) = (self.resolve_link_target(parent, target), split(path))
+        else {
+            return Ok(None);
+        };
+        let Some(from) = split(&resolved) else {
+            return Ok(None);
+        };
+        if from.stream != to.stream {
+            return Ok(None);
+        }
+        let view = self.current();
+        let refused = || {
+            FsError::NotPermitted(
+                "a symlink within a stream is an alias: it must name a product's directory beside it"
+                    .into(),
+            )
+        };
+        if parent_of(from.rel) != parent_of(to.rel) {
+            return Err(refused());
+        }
+        let st = view.snapshot.streams.get(from.stream).ok_or_else(refused)?;
+        st.products
+            .products()
+            .keys()
+            .find(|p| product_alias::product_dir(&st.products, p).as_deref() == Some(from.rel))
+            .cloned()
+            .map(Some)
+            .ok_or_else(refused)
+    }
+
+    fn alias_link(&self, path: &str, product: &str) -> FsResult<()> {
+        if self.resolve(&self.current(), path).is_some() {
+            return Err(FsError::Exists);
+        }
+        let pl = split(path).expect("an alias is in a stream");
+        let alias = pl.rel.rsplit('/').next().unwrap_or(pl.rel);
+        let Committed { report: c, .. } =
+            self.commit(|txn| Ok(product_alias::set(txn, pl.stream, alias, product)?))?;
+        info!("{path}: alias of {product} (generation {})", c.generation);
+        Ok(())
     }
 
     pub(super) fn promote_link(&self, parent: &str, path: &str, target: &Path) -> FsResult<()> {

@@ -189,6 +189,20 @@ impl StreamFs {
                     &path,
                 ));
             }
+            Some(Node::Link(_)) => {
+                let alias = rel.rsplit('/').next().unwrap_or(rel).to_string();
+                let Committed {
+                    value: product,
+                    report,
+                } = self
+                    .commit(|txn| Ok(product_alias::remove(txn, stream, &alias)?))
+                    .map_err(|e| refuse(e, "unlink", &path))?;
+                info!(
+                    "{path}: alias of {product} dropped (generation {})",
+                    report.generation
+                );
+                return Ok(());
+            }
             Some(Node::Blob(_)) => {}
         }
         let kept = view

@@ -25,6 +25,9 @@ pub(super) struct StreamView {
     pub(super) hidden_dirs: BTreeSet<String>,
     /// Generated `streams/v1` documents, by name.
     pub(super) generated: BTreeMap<String, Doc>,
+    /// Product aliases: the symlink's stream-relative path (beside the
+    /// product's directory) → its target (that directory's name).
+    pub(super) links: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -105,6 +108,28 @@ impl View {
                     dir.push_str(c);
                 }
             }
+            for (alias, product) in product_alias::all(st) {
+                let Some(dir) = product_alias::product_dir(&st.products, &product) else {
+                    continue;
+                };
+                let (parent, target) = match dir.rsplit_once('/') {
+                    Some((parent, base)) => (parent, base),
+                    None => ("", dir.as_str()),
+                };
+                let Some(siblings) = v.children.get_mut(parent) else {
+                    continue;
+                };
+                if siblings.contains_key(&alias) {
+                    continue;
+                }
+                siblings.insert(alias.clone(), false);
+                let link = if parent.is_empty() {
+                    alias
+                } else {
+                    format!("{parent}/{alias}")
+                };
+                v.links.insert(link, target.to_string());
+            }
             let v1 = snapshot.streams_v1(name);
             if let Ok(rd) = std::fs::read_dir(&v1) {
                 for e in rd.flatten() {
@@ -142,6 +167,8 @@ pub(super) enum Node {
     Generated(Doc),
     /// A file being written, or written and waiting for its rename.
     Pending(u64),
+    /// A product alias: a symlink to the product's directory.
+    Link(String),
 }
 
 impl StreamFs {

@@ -8,7 +8,7 @@ use streamfs_node::settings::Settings;
 
 use super::super::Context;
 use super::usage;
-use crate::cli::{NodeImagesArgs, NodeImportArgs};
+use crate::cli::{NodeAliasArgs, NodeImagesArgs, NodeImportArgs};
 
 /// The stream images live in: `[images] stream`.
 pub fn stream(settings: &Settings) -> Result<String> {
@@ -21,6 +21,15 @@ pub fn stream(settings: &Settings) -> Result<String> {
 pub fn list(ctx: &Context, settings: &Settings, a: NodeImagesArgs) -> Result<ExitCode> {
     let store = ctx.open()?;
     let stream = stream(settings)?;
+    let aliases = images::aliases(&store, &stream).map_err(usage)?;
+    let aliases_of = |name: &str| {
+        let of: Vec<&str> = aliases
+            .iter()
+            .filter(|(_, n)| n.as_str() == name)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        of.join(",")
+    };
     let all: Vec<ImageVersion> = images::list(&store, &stream)
         .map_err(usage)?
         .into_iter()
@@ -28,17 +37,19 @@ pub fn list(ctx: &Context, settings: &Settings, a: NodeImagesArgs) -> Result<Exi
         .collect();
     if a.long {
         println!(
-            "{:<32} {:>12} {:>12}  {:<20} {:<10} COMMENT",
-            "IMAGE@VERSION", "DISK", "STORED", "DATE", "NODE"
+            "{:<32} {:>12} {:>12}  {:<20} {:<10} {:<16} COMMENT",
+            "IMAGE@VERSION", "DISK", "STORED", "DATE", "NODE", "ALIASES"
         );
         for v in &all {
+            let a = aliases_of(&v.name);
             println!(
-                "{:<32} {:>12} {:>12}  {:<20} {:<10} {}",
+                "{:<32} {:>12} {:>12}  {:<20} {:<10} {:<16} {}",
                 format!("{}@{}", v.name, v.version),
                 mib(v.disk_size),
                 mib(v.size),
                 v.date.as_deref().unwrap_or("-"),
                 v.node.as_deref().unwrap_or("-"),
+                if a.is_empty() { "-" } else { &a },
                 v.comment.as_deref().unwrap_or("")
             );
         }
@@ -48,8 +59,14 @@ pub fn list(ctx: &Context, settings: &Settings, a: NodeImagesArgs) -> Result<Exi
         for name in names {
             let versions: Vec<&ImageVersion> = all.iter().filter(|v| v.name == name).collect();
             let newest = versions.last().expect("a name has a version");
+            let a = aliases_of(name);
             println!(
-                "{name}  newest {} ({} version{}), disk {}",
+                "{name}{}  newest {} ({} version{}), disk {}",
+                if a.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (aliases {a})")
+                },
                 newest.version,
                 versions.len(),
                 if versions.len() == 1 { "" } else { "s" },
@@ -76,6 +93,25 @@ pub fn import(ctx: &Context, settings: &Settings, a: NodeImportArgs) -> Result<E
         v.disk_sha256,
         mib(v.size)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn alias(ctx: &Context, settings: &Settings, a: NodeAliasArgs) -> Result<ExitCode> {
+    let store = ctx.open()?;
+    let stream = stream(settings)?;
+    match a.image {
+        Some(image) if !a.delete => {
+            if images::set_alias(&store, &stream, &a.alias, &image).map_err(usage)? {
+                println!("{} -> {image}", a.alias);
+            } else {
+                println!("{} -> {image} (already)", a.alias);
+            }
+        }
+        _ => {
+            let was = images::remove_alias(&store, &stream, &a.alias).map_err(usage)?;
+            println!("{} dropped (it named {was})", a.alias);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -31,6 +31,7 @@ pub fn run(ctx: &Context, cmd: NodeCommand) -> Result<ExitCode> {
         }
         NodeCommand::Images(a) => images::list(ctx, &settings, a),
         NodeCommand::Import(a) => images::import(ctx, &settings, a),
+        NodeCommand::Alias(a) => images::alias(ctx, &settings, a),
         NodeCommand::Load(a) => load::load(ctx, settings, a),
         NodeCommand::Save(a) => load::save(ctx, settings, a),
         NodeCommand::Wait(a) => load::wait(settings, a),
