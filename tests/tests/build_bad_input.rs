@@ -1,5 +1,5 @@
 //! The builtin builder on bad input, as root: a truncated tarball, a source
-//! it does not read, an unknown release or arch, a chroot step that fails,
+//! it does not read or an image it cannot mount, an unknown release or arch, a chroot step that fails,
 //! a user who is not root.
 //! Each exits 1 (2 for usage), names what failed and the log, leaves no
 //! partial OUT, and no mount or scratch directory behind. (A kernel package
@@ -103,7 +103,9 @@ fn bad_input_fails_cleanly() {
     let (_, log) = named_log(&o.stderr_text());
     assert!(log.contains("Unexpected end of input"), "{log}");
 
-    // A source it does not read (an ext4 image), and one that is nothing.
+    // An ext4 image whose file system is broken (a superblock magic and
+    // nothing else): the image step fails at its mount, naming it, and
+    // leaves no mount behind; and a source that is nothing.
     let img = tmp.path().join("disk.img");
     let mut b = vec![0u8; 8192];
     b[1080..1082].copy_from_slice(&[0x53, 0xef]);
@@ -113,7 +115,11 @@ fn bad_input_fails_cleanly() {
         &s,
         &o,
         1,
-        &["builder source failed", "ext4 filesystem image", "(log: "],
+        &[
+            "builder image failed",
+            "mount -t ext4 -o loop,ro,noload",
+            "(log: ",
+        ],
         &out,
     );
     let junk = tmp.path().join("junk-root.tar.xz");

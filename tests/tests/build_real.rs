@@ -4,7 +4,8 @@
 //! xattrs) and no kernel; the manifest is dpkg-query's; the kernel and
 //! initrd boot under qemu (TCG) into the initramfs; the output inserted into
 //! a mounted store served by nginx is mirrored by sstream-mirror with every
-//! checksum and signature verified. Then a kernel package that does not
+//! checksum and signature verified. The same root as an ext4 image in a
+//! tarball builds the same tree. Then a kernel package that does not
 //! exist fails the kernel step, naming it and the log, leaving no OUT and no
 //! mount.
 
@@ -277,6 +278,66 @@ fn builtin_builder_makes_a_bootable_debian_image() {
     }
     drop(nginx);
     mount.unmount();
+
+    // The same root as an ext4 image inside a tarball (meph2's `img-tar`,
+    // as old cloud images ship): mounted read-only through a loop device,
+    // it gives the same squashfs tree (plus the filesystem's lost+found)
+    // and manifest, and leaves no mount or loop device behind.
+    let img_dir = tmp.path().join("img");
+    std::fs::create_dir(&img_dir).unwrap();
+    let img = img_dir.join("debian-12.img");
+    sh(Command::new("truncate").args(["-s", "700M"]).arg(&img));
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&reference)
+        .arg(&img));
+    let img_tar = tmp.path().join("debian-12.tar.gz");
+    sh(Command::new("tar")
+        .args(["-czS", "-f"])
+        .arg(&img_tar)
+        .arg("-C")
+        .arg(&img_dir)
+        .arg("debian-12.img"));
+    std::fs::remove_file(&img).unwrap();
+    let out3 = tmp.path().join("out3");
+    let o = s.build(
+        &debian_config("linux-image-amd64"),
+        &["--apt-cache", &cache_arg],
+        &[
+            "amd64",
+            "bookworm",
+            VERSION,
+            img_tar.to_str().unwrap(),
+            out3.to_str().unwrap(),
+        ],
+    );
+    let err = o.stderr_text();
+    assert_eq!(o.code, Some(0), "{err}");
+    for stage in ["image", "squashfs", "unpack", "manifest"] {
+        assert!(err.contains(&format!("stage {stage} done in ")), "{err}");
+    }
+    s.assert_clean();
+    let sq = SquashfsMount::new(&out3.join(BASE).join("squashfs"), &tmp.path().join("sq3"));
+    let mut got = describe_tree(&sq.dir);
+    assert!(got.remove("lost+found").is_some(), "the image's own root");
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "{k} differs between root and image");
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "entries only in the image's squashfs"
+    );
+    drop(sq);
+    assert_eq!(
+        std::fs::read_to_string(out3.join(BASE).join("squashfs.manifest")).unwrap(),
+        dpkg
+    );
+    let loops = sh(Command::new("losetup").arg("-a"));
+    assert!(
+        !loops.contains("debian-12.img"),
+        "a loop device left: {loops}"
+    );
 
     // A kernel package that does not exist fails the kernel step. The
     // source is the squashfs just built (a squashfs source is read with

@@ -2,8 +2,11 @@
 //! in-process, as root, with the system's tools (tar, sqfstar, dpkg-query,
 //! mount, chroot, apt-get in the chroot). Steps, each a stage line:
 //!
+//! 0. `image`, for an ext4 image source (plain, compressed or in a
+//!    tarball): mounted read-only through a loop device;
 //! 1. `squashfs`: the root tarball streamed into `sqfstar -comp xz`, in
-//!    the background while the next steps run;
+//!    the background while the next steps run (a mounted image's tree
+//!    through `mksquashfs`);
 //! 2. `unpack`: the root unpacked into a scratch directory (owners, modes,
 //!    hard links, devices, sparse files, xattrs);
 //! 3. `manifest`: `dpkg-query --show` of the root's package database;
@@ -15,6 +18,7 @@
 //! returns or unwinds.
 
 pub mod chroot;
+pub mod image;
 pub mod kernel;
 pub mod log;
 pub mod manifest;
@@ -120,7 +124,7 @@ pub fn run(
              mounts overlays and runs apt in a chroot): run mountctl build as root",
         ));
     }
-    let src = source::detect(Path::new(&a.source), a.format.as_deref())
+    let mut src = source::detect(Path::new(&a.source), a.format.as_deref())
         .map_err(|e| log.fail("source", e))?;
     log.line(&format!("# source: {src:?}"));
     let work = chroot::WorkDir::new().map_err(|e| {
@@ -141,6 +145,11 @@ pub fn run(
     let kopts = kernel::KernelOptions {
         apt_cache: apt_cache.as_deref(),
     };
+    if image::needed(&src) {
+        stages.run(image::STEP, |_| {
+            image::attach(&mut src, work.path(), &mut log)
+        })?;
+    }
     let total = 3 + a.packs.len();
     let mut done = 0;
     let mut progress = |stages: &mut Stages<'_>| {

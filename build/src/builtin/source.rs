@@ -81,6 +81,11 @@ pub struct Source {
     pub compression: Compression,
     /// A root tarball's own entry for its root directory, when it has one.
     pub root_dir: Option<TarHeader>,
+    /// An image tarball's member holding the filesystem image.
+    pub image_member: Option<String>,
+    /// Where a filesystem image is mounted once attached (see
+    /// [`super::image`]): the tree the squashfs and the root are made from.
+    pub tree: Option<PathBuf>,
 }
 
 impl Source {
@@ -220,23 +225,16 @@ pub fn detect(path: &Path, format: Option<&str>) -> Result<Source, String> {
             ));
         }
     }
-    match kind {
-        Kind::RootTar | Kind::Squashfs => Ok(Source {
-            path: path.to_path_buf(),
-            kind,
-            compression,
-            root_dir: root_entry(&head),
-        }),
-        Kind::Ext4 | Kind::ImageTar => Err(bad(
-            path,
-            format!(
-                "it is {} ({}), which the builtin builder does not read yet: \
-                 give it a root tarball (-root.tar.xz, -root.tar.gz) or a squashfs",
-                kind.describe(),
-                kind.format_name(compression)
-            ),
-        )),
-    }
+    Ok(Source {
+        path: path.to_path_buf(),
+        kind,
+        compression,
+        root_dir: (kind == Kind::RootTar).then(|| root_entry(&head)).flatten(),
+        image_member: (kind == Kind::ImageTar)
+            .then(|| first_file(&head))
+            .flatten(),
+        tree: None,
+    })
 }
 
 #[cfg(test)]
@@ -284,7 +282,9 @@ mod tests {
         b[1080] = 0x53;
         b[1081] = 0xef;
         std::fs::write(&img, &b).unwrap();
-        let e = detect(&img, None).unwrap_err();
-        assert!(e.contains("ext4") && e.contains("does not read yet"), "{e}");
+        let s = detect(&img, None).unwrap();
+        assert_eq!((s.kind, s.compression), (Kind::Ext4, Compression::None));
+        let e = detect(&img, Some("root-tar")).unwrap_err();
+        assert!(e.contains("an ext4 filesystem image (root-image)"), "{e}");
     }
 }

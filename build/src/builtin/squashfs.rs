@@ -1,7 +1,8 @@
 //! The squashfs of the root as the image ships it (never with a kernel):
 //! the root tarball is streamed straight into `sqfstar` (xz, every core),
 //! with no unpacked copy on disk in between; a squashfs source is the
-//! squashfs already.
+//! squashfs already; a filesystem image's mounted tree goes through
+//! `mksquashfs`.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,6 +54,24 @@ pub fn start(src: &Source, out: &Path, log: &mut Log) -> Result<Option<Pipeline>
                 )
             })
         }
-        Kind::Ext4 | Kind::ImageTar => Err(log.fail(STEP, "unsupported source (refused earlier)")),
+        // A mounted filesystem image: mksquashfs reads the tree (xattrs,
+        // hard links, devices and the root's own attributes kept).
+        Kind::Ext4 | Kind::ImageTar => {
+            let Some(tree) = &src.tree else {
+                return Err(log.fail(STEP, "the image is not mounted"));
+            };
+            let _ = std::fs::remove_file(out);
+            log.run(
+                STEP,
+                Command::new("mksquashfs").arg(tree).arg(out).args([
+                    "-comp",
+                    "xz",
+                    "-noappend",
+                    "-no-progress",
+                    "-quiet",
+                ]),
+            )
+            .map(|()| None)
+        }
     }
 }

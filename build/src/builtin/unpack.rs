@@ -43,6 +43,21 @@ pub fn unpack(src: &Source, root: &Path, log: &mut Log) -> Result<()> {
                 .arg(root)
                 .arg(&src.path),
         ),
-        Kind::Ext4 | Kind::ImageTar => Err(log.fail(STEP, "unsupported source (refused earlier)")),
+        // `cp -a` (as root) keeps owners, modes, hard links, devices,
+        // xattrs and holes of the mounted image's tree.
+        Kind::Ext4 | Kind::ImageTar => {
+            let Some(tree) = &src.tree else {
+                return Err(log.fail(STEP, "the image is not mounted"));
+            };
+            std::fs::create_dir_all(root)
+                .map_err(|e| log.fail(STEP, format!("{}: {e}", root.display())))?;
+            log.run(
+                STEP,
+                Command::new("cp")
+                    .args(["-a", "--sparse=auto", "--"])
+                    .arg(tree.join("."))
+                    .arg(root),
+            )
+        }
     }
 }

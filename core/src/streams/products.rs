@@ -70,7 +70,7 @@ impl Products {
                 .map(|f| (f.as_str(), f as &dyn std::fmt::Display)),
         )?;
         if doc.contains_key("_aliases") {
-            crate::streams::aliases::expand_aliases(&mut doc.clone())
+            crate::streams::aliases::check_aliases(&doc)
                 .map_err(|r| Error::invalid(file, "_aliases", r))?;
         }
         let products = doc
