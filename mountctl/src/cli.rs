@@ -445,12 +445,23 @@ pub struct BuildArgs {
     #[arg(long, value_name = "F")]
     pub flat_json: Option<PathBuf>,
 
+    /// The source's sha256 (a URL source is verified against it; by
+    /// default against the SHA256SUMS file beside it).
+    #[arg(long, value_name = "HEX")]
+    pub source_sha256: Option<String>,
+
+    /// Where downloaded source images are kept by sha256 (default
+    /// ~/.cache/streamfs/cloudimg, shared with cloudimg-sync).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
     pub arch: String,
     pub release: String,
     /// The version name (the cloud image's serial, YYYYMMDD[.N]).
     #[arg(value_name = "VERSION")]
     pub version_name: String,
-    /// The source image: a path or an http(s) URL.
+    /// The source image: a path or an http(s) URL (downloaded once,
+    /// verified, kept in the cache).
     pub source: String,
     /// Output directory (data files and streams/v1).
     pub out: PathBuf,

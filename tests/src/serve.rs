@@ -169,6 +169,11 @@ impl Nginx {
         uids
     }
 
+    /// nginx's access log (one line per request).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+
     /// nginx's error log.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use streamfs_tests::build::named_log;
+use streamfs_tests::serve::{Nginx, sha256_hex};
 use streamfs_tests::{fixtures_dir, mountctl_bin, run_in};
 
 /// Payloads of meph2's stub whose exact bytes the fixture does not keep.
@@ -261,4 +262,113 @@ fn failed_builder_leaves_no_out_and_names_its_log() {
         assert!(o.stderr_text().contains(what), "{}", o.stderr_text());
         assert!(!out.exists());
     }
+}
+
+/// A URL source is downloaded once, verified against the SHA256SUMS beside
+/// it (or --source-sha256), kept in the cache by sha256 and found there by
+/// the next build; one that does not verify is not built from.
+#[test]
+fn a_url_source_is_verified_downloaded_once_and_cached() {
+    let Some(fx) = fixtures_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let served = t.join("served");
+    std::fs::create_dir(&served).unwrap();
+    let image = b"a root tarball, as far as the fake builder cares\n".repeat(1000);
+    std::fs::write(served.join("noble-root.tar.xz"), &image).unwrap();
+    std::fs::write(
+        served.join("tampered-root.tar.xz"),
+        b"not what the sums say",
+    )
+    .unwrap();
+    std::fs::write(served.join("unlisted-root.tar.xz"), b"x").unwrap();
+    std::fs::write(
+        served.join("SHA256SUMS"),
+        format!(
+            "{} *noble-root.tar.xz\n{} *tampered-root.tar.xz\n",
+            sha256_hex(&image),
+            sha256_hex(b"the original")
+        ),
+    )
+    .unwrap();
+    let Some(nginx) = Nginx::start(&served) else {
+        return;
+    };
+    let cache = t.join("cache");
+    let build = |source: &str, out: &str, extra: &[&str]| {
+        let cfg = fx.join("maas-images/upstream/conf/meph-v3.yaml");
+        let mut a: Vec<String> = [
+            "build",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--builder",
+            "fake",
+            "--log-dir",
+            t.join("logs").to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["amd64", "noble", "20250101", source, out].map(String::from));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run_in(t, &mountctl_bin(), &refs)
+    };
+    let gets = |name: &str| {
+        nginx
+            .access_log()
+            .lines()
+            .filter(|l| l.contains(&format!("GET /{name} ")))
+            .count()
+    };
+
+    let url = nginx.url("/noble-root.tar.xz");
+    let o = build(&url, "out1", &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    assert!(t.join("out1/streams/v1/index.json").is_file());
+    assert_eq!(gets("noble-root.tar.xz"), 1);
+    assert_eq!(
+        std::fs::read(cache.join(sha256_hex(&image))).unwrap(),
+        image,
+        "kept by sha256"
+    );
+    let o = build(&url, "out2", &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    assert!(
+        o.stderr_text().contains("in the cache"),
+        "{}",
+        o.stderr_text()
+    );
+    assert_eq!(gets("noble-root.tar.xz"), 1, "downloaded again");
+
+    // Data that is not what SHA256SUMS says: refused, nothing built or kept.
+    let o = build(&nginx.url("/tampered-root.tar.xz"), "out3", &[]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr_text());
+    assert!(o.stderr_text().contains("sha256"), "{}", o.stderr_text());
+    assert!(!t.join("out3").exists());
+    assert!(!cache.join(sha256_hex(b"the original")).exists());
+    // Nothing to verify against: refused, naming the way out.
+    let o = build(&nginx.url("/unlisted-root.tar.xz"), "out3", &[]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr_text());
+    assert!(
+        o.stderr_text().contains("give --source-sha256"),
+        "{}",
+        o.stderr_text()
+    );
+    assert_eq!(gets("unlisted-root.tar.xz"), 0, "fetched unverified");
+    let o = build(
+        &nginx.url("/unlisted-root.tar.xz"),
+        "out3",
+        &["--source-sha256", &sha256_hex(b"x")],
+    );
+    assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    let o = build(&url, "out4", &["--source-sha256", "abc"]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr_text());
+    assert!(
+        o.stderr_text().contains("not a sha256"),
+        "{}",
+        o.stderr_text()
+    );
 }

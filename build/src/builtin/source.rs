@@ -169,12 +169,13 @@ fn headers(b: &[u8]) -> Vec<TarHeader> {
     out
 }
 
-/// The name of the first regular file: enough to tell an image tarball
-/// from a root tarball.
+/// The name of the first regular file (a GNU sparse one included: images
+/// are packed with `tar -S`): enough to tell an image tarball from a root
+/// tarball.
 fn first_file(b: &[u8]) -> Option<String> {
     headers(b)
         .into_iter()
-        .find(|h| matches!(h.typeflag, b'0' | 0))
+        .find(|h| matches!(h.typeflag, b'0' | 0 | b'S'))
         .map(|h| h.name)
 }
 
@@ -259,6 +260,9 @@ mod tests {
         assert_eq!(root_entry(&root).unwrap().typeflag, b'5');
         let img = tar_header("noble.img", b'0', 1 << 20);
         assert_eq!(first_file(&img).as_deref(), Some("noble.img"));
+        // `tar -S` writes an image as a GNU sparse member.
+        let sparse = tar_header("noble.img", b'S', 1 << 20);
+        assert_eq!(first_file(&sparse).as_deref(), Some("noble.img"));
     }
 
     #[test]

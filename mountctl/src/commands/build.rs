@@ -11,6 +11,9 @@ use streamfs_build::plan::{Request, plan};
 use streamfs_build::run::{BuildOptions, Builder, build};
 use streamfs_build::stage::Stages;
 
+use streamfs_core::fetch::{Client, FetchOptions};
+
+use super::source_image;
 use crate::cli::{BuildArgs, FakeBuilderArgs, Meph2Args};
 
 /// Library usage errors become the CLI's (exit 2).
@@ -60,6 +63,45 @@ pub fn stderr_sink() -> impl FnMut(&str) {
     |line: &str| eprintln!("{line}")
 }
 
+/// The source as a local path: a URL is downloaded (or found in the
+/// cache), verified against `--source-sha256` or the `SHA256SUMS` beside
+/// it; a path given with `--source-sha256` is checked too.
+fn local_source(a: &BuildArgs) -> Result<String> {
+    let given = a.source_sha256.as_deref().map(str::to_ascii_lowercase);
+    if let Some(h) = &given
+        && !(h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(streamfs_core::Error::Usage(format!(
+            "--source-sha256 {h}: not a sha256 (64 hex digits)"
+        ))
+        .into());
+    }
+    let url = &a.source;
+    if !source_image::is_url(url) && given.is_none() {
+        return Ok(url.clone());
+    }
+    let client = Client::new(FetchOptions::default())?;
+    let sha256 = match given {
+        Some(h) => h,
+        None => source_image::sha256_beside(&client, url)?.with_context(|| {
+            format!(
+                "{url}: no SHA256SUMS beside it lists it, so it cannot be verified: \
+                 give --source-sha256 HEX"
+            )
+        })?,
+    };
+    let cache = source_image::cache_dir(a.cache.as_deref());
+    let path = source_image::fetch(
+        &client,
+        url,
+        &format!("source {url}"),
+        &sha256,
+        None,
+        &cache,
+    )?;
+    Ok(path.display().to_string())
+}
+
 pub fn run(a: BuildArgs) -> Result<ExitCode> {
     let cfg = load_config(&a.meph2)?;
     let enable_di = if a.enable_di {
@@ -69,16 +111,20 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let req = Request {
+    let request = |source| Request {
         arch: &a.arch,
         release: &a.release,
         version_name: &a.version_name,
-        source: &a.source,
+        source,
         enable_di,
         image_format: a.image_format.as_deref(),
         verbosity: 1,
     };
-    let plan = plan(&cfg, &req).map_err(usage)?;
+    // Planned once with the source as given, so an unknown release or
+    // arch is refused before anything is downloaded.
+    plan(&cfg, &request(&a.source)).map_err(usage)?;
+    let source = local_source(&a)?;
+    let plan = plan(&cfg, &request(&source)).map_err(usage)?;
     let cmd = builder_cmd(&a.meph2)?;
     let builtin = builtin_options(&a.meph2);
     let builder = match &cmd {

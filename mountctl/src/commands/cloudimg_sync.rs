@@ -17,18 +17,17 @@ use streamfs_build::metadata;
 use streamfs_build::plan::{Request, plan};
 use streamfs_build::run::{BuildOptions, Builder, build};
 use streamfs_build::stage::Stages;
-use streamfs_core::fetch::{Client, Expected, FetchOptions};
+use streamfs_core::fetch::{Client, FetchOptions};
 use streamfs_core::ops::insert::{InsertOptions, insert};
 use streamfs_core::ops::sync::load_upstream;
 use streamfs_core::ops::{expanded, portable_version, put_version};
-use streamfs_core::store::pool::hash_file;
 use streamfs_core::streams::Products;
 use streamfs_core::streams::condense::condense;
 use streamfs_core::streams::query::Verify;
 use streamfs_core::timefmt;
 
 use super::build::{builder_cmd, builtin_options, load_config, log_dir, stderr_sink, usage};
-use super::{Context, filters};
+use super::{Context, filters, source_image};
 use crate::cli::CloudimgSyncArgs;
 
 /// The target `force`: an empty stream, so every wanted serial is built.
@@ -88,7 +87,7 @@ pub fn run(ctx: &Context, a: CloudimgSyncArgs) -> Result<ExitCode> {
         None => Builder::Builtin(&builtin),
     };
     let logs = log_dir(&a.meph2);
-    let cache = cache_dir(a.cache.as_deref());
+    let cache = source_image::cache_dir(a.cache.as_deref());
     let mut built = Vec::new();
     for w in &sync_plan.wanted {
         let image = fetch_image(&client, &source.item_url(&w.path), w, &cache)?;
@@ -200,57 +199,17 @@ fn only_current_products(mut doc: Products) -> Products {
     doc
 }
 
-fn cache_dir(given: Option<&Path>) -> PathBuf {
-    given.map(Path::to_path_buf).unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        base.join("streamfs/cloudimg")
-    })
-}
-
 /// The wanted cloud image as a local file, verified against the source's
 /// sha256 and size: downloaded into the cache (resumable), or found there
 /// from an earlier run, or read in place when the source is local.
 fn fetch_image(client: &Client, url: &str, w: &Wanted, cache: &Path) -> Result<PathBuf> {
     let what = format!("{} {} {} ({url})", w.release, w.arch, w.serial);
-    let Some(sha256) = w.sha256.clone() else {
+    let Some(sha256) = w.sha256.as_deref() else {
         bail!(
             "{what}: the source gives no sha256 for this image: refusing to build from unverified data"
         );
     };
-    let check = |p: &Path| -> Result<bool> {
-        let b = hash_file(p)?;
-        Ok(b.sha256 == sha256 && w.size.is_none_or(|s| s == b.size))
-    };
-    if !url.contains("://") || url.starts_with("file://") {
-        let p = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
-        if !check(&p).with_context(|| what.clone())? {
-            bail!("{what}: its sha256 or size differs from the source's products file");
-        }
-        return Ok(p);
-    }
-    let cached = cache.join(&sha256);
-    if cached.is_file() && check(&cached)? {
-        eprintln!("{what}: in the cache ({})", cached.display());
-        return Ok(cached);
-    }
-    eprintln!("{what}: downloading");
-    let got = client
-        .download(
-            url,
-            &Expected {
-                size: w.size,
-                sha256: Some(sha256),
-                sha512: None,
-                md5: None,
-            },
-            cache,
-            &|_| {},
-        )
-        .with_context(|| what.clone())?;
-    Ok(got.path)
+    source_image::fetch(client, url, &what, sha256, w.size, cache)
 }
 
 /// One meph2-build run into OUT; returns the products document of the

@@ -14,6 +14,7 @@ mod orphans;
 mod promote;
 mod query;
 mod sign;
+mod source_image;
 mod status;
 mod sync;
 
