@@ -135,7 +135,7 @@ impl StreamFs {
                         }
                         let kind = if *is_dir {
                             Kind::Dir
-                        } else if sv.links.contains_key(&join(rel, n)) {
+                        } else if !sv.links.is_empty() && sv.links.contains_key(&join(rel, n)) {
                             Kind::Symlink
                         } else {
                             Kind::File

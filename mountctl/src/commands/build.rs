@@ -46,6 +46,29 @@ pub fn builder_cmd(m: &Meph2Args) -> Result<Option<Vec<String>>> {
     })
 }
 
+/// The builder `m` names, owning what [`Builder`] borrows: build and
+/// cloudimg-sync pick it the same way.
+pub struct Builders {
+    cmd: Option<Vec<String>>,
+    builtin: BuiltinOptions,
+}
+
+impl Builders {
+    pub fn new(m: &Meph2Args) -> Result<Builders> {
+        Ok(Builders {
+            cmd: builder_cmd(m)?,
+            builtin: builtin_options(m),
+        })
+    }
+
+    pub fn builder(&self) -> Builder<'_> {
+        match &self.cmd {
+            Some(c) => Builder::Command(c),
+            None => Builder::Builtin(&self.builtin),
+        }
+    }
+}
+
 pub fn builtin_options(m: &Meph2Args) -> BuiltinOptions {
     BuiltinOptions {
         apt_cache: m.apt_cache.clone(),
@@ -125,12 +148,8 @@ pub fn run(a: BuildArgs) -> Result<ExitCode> {
     plan(&cfg, &request(&a.source)).map_err(usage)?;
     let source = local_source(&a)?;
     let plan = plan(&cfg, &request(&source)).map_err(usage)?;
-    let cmd = builder_cmd(&a.meph2)?;
-    let builtin = builtin_options(&a.meph2);
-    let builder = match &cmd {
-        Some(c) => Builder::Command(c),
-        None => Builder::Builtin(&builtin),
-    };
+    let builders = Builders::new(&a.meph2)?;
+    let builder = builders.builder();
     let logs = log_dir(&a.meph2);
     let mut sink = stderr_sink();
     let mut stages = Stages::new(&mut sink);

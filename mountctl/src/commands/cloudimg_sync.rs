@@ -26,7 +26,7 @@ use streamfs_core::streams::condense::condense;
 use streamfs_core::streams::query::Verify;
 use streamfs_core::timefmt;
 
-use super::build::{builder_cmd, builtin_options, load_config, log_dir, stderr_sink, usage};
+use super::build::{Builders, load_config, log_dir, stderr_sink, usage};
 use super::{Context, filters, source_image};
 use crate::cli::CloudimgSyncArgs;
 
@@ -80,12 +80,8 @@ pub fn run(ctx: &Context, a: CloudimgSyncArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store = a.insert.as_ref().map(|_| ctx.open()).transpose()?;
-    let cmd = builder_cmd(&a.meph2)?;
-    let builtin = builtin_options(&a.meph2);
-    let builder = match &cmd {
-        Some(c) => Builder::Command(c),
-        None => Builder::Builtin(&builtin),
-    };
+    let builders = Builders::new(&a.meph2)?;
+    let builder = builders.builder();
     let logs = log_dir(&a.meph2);
     let cache = source_image::cache_dir(a.cache.as_deref());
     let mut built = Vec::new();
