@@ -111,9 +111,10 @@ struct Entry {
     /// number (an `unlink`, `rmdir` or `rename` through the mount), and has
     /// not been handed the number again since.
     dropped: bool,
-    /// For a document: how many times the kernel was handed the number
-    /// (entries of LOOKUP and READDIRPLUS replies) and has not forgotten
-    /// it. The document's file is closed when this drops to zero.
+    /// How many times the kernel was handed the number (entries of LOOKUP,
+    /// READDIRPLUS, CREATE, MKDIR and SYMLINK replies) and has not
+    /// forgotten it. The entry (and a document's open file) goes when this
+    /// drops to zero.
     lookups: u64,
 }
 
@@ -145,6 +146,7 @@ impl InodeTable {
     }
 
     /// Records the item at `path` holding `item` and returns its number.
+    #[cfg(test)]
     pub fn register_item(&self, path: &str, item: ItemStamp) -> u64 {
         let ino = item_ino(path, &item.sha256);
         self.record(ino, path, Some(Content::Item(item)), 0);
@@ -155,26 +157,46 @@ impl InodeTable {
     /// more, and returns its number: the table keeps the document readable
     /// until the kernel forgets it as often ([`InodeTable::forget`]).
     pub fn hand_out_doc(&self, path: &str, doc: &Doc) -> u64 {
-        // Recorded and counted at once: a FORGET of the number's earlier
-        // references must not remove it in between.
-        self.record(doc.ino, path, Some(Content::Doc(doc.clone())), 1);
+        self.hand_out(doc.ino, path, Some(Content::Doc(doc.clone())));
         doc.ino
     }
 
-    /// The kernel forgot `n` of the times it was handed `ino`. A document
-    /// forgotten as often as handed out leaves the table, and its file is
-    /// closed; other numbers stay (they hold nothing open).
+    /// Records that the kernel was handed `ino` for `path` (with `content`
+    /// when the number stands for one) once more: an entry of a LOOKUP,
+    /// READDIRPLUS, CREATE, MKDIR or SYMLINK reply. The number stays known
+    /// until the kernel forgets it as often.
+    pub fn hand_out(&self, ino: u64, path: &str, content: Option<Content>) {
+        // Recorded and counted at once: a FORGET of the number's earlier
+        // references must not remove it in between.
+        if ino != ROOT {
+            self.record(ino, path, content, 1);
+        }
+    }
+
+    /// The kernel forgot `n` of the times it was handed `ino`. A number
+    /// forgotten as often as handed out leaves the table (a document's file
+    /// is closed with it): the kernel sends no request naming a number it
+    /// does not hold, so the table holds only what the kernel does, however
+    /// many paths were ever looked up.
     pub fn forget(&self, ino: u64, n: u64) {
         let mut m = self.entries.lock().expect("inode table lock");
-        if let Slot::Occupied(mut e) = m.entry(ino)
-            && matches!(e.get().content, Some(Content::Doc(_)))
-        {
+        if let Slot::Occupied(mut e) = m.entry(ino) {
             let left = e.get().lookups.saturating_sub(n);
             e.get_mut().lookups = left;
             if left == 0 {
                 e.remove();
             }
         }
+    }
+
+    /// How many numbers the table holds (the daemon's metrics, and tests of
+    /// its size).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("inode table lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Records whether the kernel dropped its entry leading to `ino` (a
@@ -185,15 +207,6 @@ impl InodeTable {
         if let Some(e) = self.entries.lock().expect("inode table lock").get_mut(&ino) {
             e.dropped = dropped;
         }
-    }
-
-    /// Records the directory at `path` and returns its number.
-    pub fn register_dir(&self, path: &str) -> u64 {
-        let ino = ino_of(path);
-        if ino != ROOT {
-            self.record(ino, path, Some(Content::Dir), 0);
-        }
-        ino
     }
 
     /// Records `ino` at `path` (with `content` when given), handed to the
@@ -308,10 +321,6 @@ mod tests {
         // Handed out again after a forget: counted afresh.
         t.hand_out_doc(p, &doc);
         assert!(matches!(t.get(doc.ino), Some((_, Some(Content::Doc(_))))));
-        // Forgetting numbers that hold nothing open keeps them.
-        let dir = t.register("daily/noble");
-        t.forget(dir, 1);
-        assert_eq!(t.path(dir).as_deref(), Some("daily/noble"));
     }
 
     #[test]
@@ -346,5 +355,32 @@ mod tests {
         t.dropped(ino, true);
         t.register_item(p, stamp);
         assert!(!dropped(&t));
+    }
+
+    #[test]
+    fn every_number_leaves_the_table_when_forgotten_as_often_as_handed_out() {
+        let t = InodeTable::default();
+        let stamp = ItemStamp {
+            sha256: "a".repeat(64),
+            size: 1,
+            mtime: 0,
+        };
+        let item = item_ino("daily/x", &stamp.sha256);
+        let dir = ino_of("daily");
+        for _ in 0..3 {
+            t.hand_out(item, "daily/x", Some(Content::Item(stamp.clone())));
+        }
+        t.hand_out(dir, "daily", Some(Content::Dir));
+        t.hand_out(ROOT, "", None);
+        assert_eq!(t.len(), 2, "the root is never recorded");
+        t.forget(item, 2);
+        assert!(t.content(item).is_some(), "still held once");
+        t.forget(item, 1);
+        t.forget(dir, 1);
+        assert!(t.is_empty());
+        assert_eq!(t.path(item), None);
+        // A FORGET of a number never handed out changes nothing.
+        t.forget(12345, 1);
+        assert!(t.is_empty());
     }
 }

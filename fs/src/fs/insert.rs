@@ -116,6 +116,7 @@ impl StreamFs {
             self.may_write(caller, "create", &path)?;
             let view = self.current();
             let opened = self.open_meta(&path, caller);
+            self.record_handed_out(&path, &Node::Pending(0));
             return Ok(Created {
                 attr: self.attr_of(&view, &path, &Node::Pending(0)),
                 opened,
@@ -150,6 +151,7 @@ impl StreamFs {
             self.open_writer(&path, caller)?
         };
         let attr = self.attr_of(&view, &path, &Node::Pending(0));
+        self.record_handed_out(&path, &Node::Pending(0));
         Ok(Created { attr, opened })
     }
 
@@ -410,6 +412,7 @@ impl StreamFs {
             .expect("in-flight lock")
             .dirs
             .insert(path.clone());
+        self.record_handed_out(&path, &Node::Dir);
         Ok(self.attr_of(&view, &path, &Node::Dir))
     }
 

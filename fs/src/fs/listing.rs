@@ -90,11 +90,14 @@ impl StreamFs {
             if !replier.add(e, &attr) {
                 break;
             }
-            // The kernel takes no reference for `.` and `..`.
-            if let Some(node) = node
-                && i > 1
-            {
-                self.record_handed_out(&p, &node);
+            // The kernel takes no reference for `.` and `..`. It takes one
+            // for a vanished entry too: counted, so that its FORGET leaves
+            // the count of a number it also holds otherwise right.
+            if i > 1 {
+                match node {
+                    Some(node) => self.record_handed_out(&p, &node),
+                    None => self.inodes.hand_out(attr.ino, &p, None),
+                }
             }
         }
         Ok(())
@@ -154,13 +157,13 @@ impl StreamFs {
         let parent = parent_of(&path).to_string();
         let mut out = vec![
             (ino, Kind::Dir, ".".to_string()),
-            (self.inodes.register(&parent), Kind::Dir, "..".to_string()),
+            (ino_of(&parent), Kind::Dir, "..".to_string()),
         ];
         for (n, k) in names {
             let child = join(&path, &n);
             let ino = match (k, self.resolve(&view, &child)) {
                 (Kind::File, Some(node)) => self.ino_for(&child, &node),
-                _ => self.inodes.register(&child),
+                _ => ino_of(&child),
             };
             out.push((ino, k, n));
         }

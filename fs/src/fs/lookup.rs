@@ -62,31 +62,34 @@ impl StreamFs {
         None
     }
 
-    /// The inode number of `node` at `path` (see [`crate::inode`]).
+    /// The inode number of `node` at `path` (see [`crate::inode`]). Only
+    /// computed: the table learns a number when it is handed to the kernel
+    /// ([`StreamFs::record_handed_out`]).
     pub(super) fn ino_for(&self, path: &str, node: &Node) -> u64 {
         match node {
-            Node::Blob(f) => self.inodes.register_item(
-                path,
-                ItemStamp {
-                    sha256: f.blob.sha256.clone(),
-                    size: f.blob.size,
-                    mtime: f.mtime,
-                },
-            ),
-            // Registered when handed to the kernel (see `record_handed_out`).
+            Node::Blob(f) => item_ino(path, &f.blob.sha256),
             Node::Generated(d) => d.ino,
-            Node::Dir => self.inodes.register_dir(path),
-            Node::Pending(_) | Node::Link(_) => self.inodes.register(path),
+            Node::Dir | Node::Pending(_) | Node::Link(_) => ino_of(path),
         }
     }
 
     /// Records that the kernel is handed the entry of `node` at `path` (a
-    /// LOOKUP or READDIRPLUS reply): a document's file stays open until
-    /// the kernel forgets it ([`StreamFs::forget`]).
+    /// LOOKUP, READDIRPLUS, CREATE, MKDIR or SYMLINK reply): its number is
+    /// known (and a document's file open) until the kernel forgets it
+    /// ([`StreamFs::forget`]).
     pub(super) fn record_handed_out(&self, path: &str, node: &Node) {
-        if let Node::Generated(d) = node {
-            self.inodes.hand_out_doc(path, d);
-        }
+        let content = match node {
+            Node::Blob(f) => Some(Content::Item(ItemStamp {
+                sha256: f.blob.sha256.clone(),
+                size: f.blob.size,
+                mtime: f.mtime,
+            })),
+            Node::Generated(d) => Some(Content::Doc(d.clone())),
+            Node::Dir => Some(Content::Dir),
+            Node::Pending(_) | Node::Link(_) => None,
+        };
+        self.inodes
+            .hand_out(self.ino_for(path, node), path, content);
     }
 
     /// The kernel is about to drop its entry `name` in `parent` (an
@@ -181,8 +184,12 @@ impl StreamFs {
             // The reply to the symlink that promoted: shown once as a link
             // (the kernel insists on it), a directory from then on.
             let (uid, gid) = self.owner;
+            let ino = ino_of(path);
+            if handing_out {
+                self.inodes.hand_out(ino, path, None);
+            }
             return Ok(Attr {
-                ino: self.inodes.register(path),
+                ino,
                 kind: Kind::Symlink,
                 size: 0,
                 mtime: view.mtime,

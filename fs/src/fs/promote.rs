@@ -29,7 +29,7 @@ impl StreamFs {
         {
             self.alias_link(&path, &product)
                 .map_err(|e| refuse(e, "symlink", &link))?;
-            return self.stat_path(&path);
+            return self.stat(&path, true);
         }
         self.promote_link(&p, &path, target)
             .map_err(|e| refuse(e, "symlink", &format!("{path} -> {}", target.display())))?;
@@ -38,7 +38,7 @@ impl StreamFs {
             .expect("in-flight lock")
             .links
             .insert(path.clone(), target.display().to_string());
-        self.stat_path(&path)
+        self.stat(&path, true)
     }
 
     /// The product a link within one stream aliases: `None` when TARGET is

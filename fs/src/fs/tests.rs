@@ -513,3 +513,51 @@ fn a_file_unlinked_and_written_again_at_once_replaces_nothing() {
     assert_eq!(fs.lookup(v1, "index.json").unwrap().size, index);
     assert_eq!(fs.generation(), before);
 }
+
+#[test]
+fn the_inode_table_holds_only_what_the_kernel_holds() {
+    let (_d, fs) = fs();
+    let dir = mkdirs(&fs, "daily/noble/amd64/20250101/ga-24.04/generic");
+    write_file(&fs, dir, "boot-kernel", b"kernel").unwrap();
+    // Everything mkdirs and the write handed out, forgotten as the kernel
+    // would on eviction: one FORGET per number with its whole count.
+    let held = fs.inodes.all();
+    assert!(!held.is_empty());
+    for n in &held {
+        fs.forget(n.ino, u64::MAX);
+    }
+    assert!(fs.inodes.is_empty(), "{:?}", fs.inodes.all());
+    // Looking paths up (a walk of the tree) and listing with attributes
+    // (READDIRPLUS) count each hand-out; forgetting them empties the table
+    // again, however many paths were seen.
+    let mut walk = vec![ROOT];
+    let mut handed = Vec::new();
+    while let Some(d) = walk.pop() {
+        for e in fs.list(d).unwrap().into_iter().skip(2) {
+            let a = fs.lookup(d, &e.name).unwrap();
+            handed.push(a.ino);
+            if a.kind == Kind::Dir {
+                walk.push(a.ino);
+            }
+        }
+    }
+    assert!(handed.len() > 10, "{handed:?}");
+    let daily = fs.lookup(ROOT, "daily").unwrap().ino;
+    let streams = fs.lookup(daily, "streams").unwrap().ino;
+    let mut listing = Room {
+        room: usize::MAX,
+        names: vec![],
+    };
+    fs.readdir_plus(streams, 0, &mut listing).unwrap();
+    assert!(
+        listing.names.iter().any(|n| n == "v1"),
+        "{:?}",
+        listing.names
+    );
+    let v1 = fs.lookup(streams, "v1").unwrap().ino;
+    handed.extend([daily, streams, v1, v1]);
+    for ino in handed {
+        fs.forget(ino, 1);
+    }
+    assert!(fs.inodes.is_empty(), "{:?}", fs.inodes.all());
+}
