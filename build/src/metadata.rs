@@ -11,7 +11,7 @@ use streamfs_core::json;
 use streamfs_core::store::pool::hash_file;
 use streamfs_core::store::write_atomic;
 use streamfs_core::streams::condense::condense;
-use streamfs_core::streams::index::build_index;
+use streamfs_core::streams::index::index_of;
 use streamfs_core::streams::products::Products;
 
 use crate::error::{Error, Result};
@@ -75,7 +75,7 @@ pub fn write_streams(out: &Path, doc: &Products, updated: &str) -> Result<()> {
         &dir.join(format!("{}.json", doc.content_id())),
         &doc.to_bytes(),
     )?;
-    let index = build_index(doc, updated);
+    let index = index_of(doc, updated);
     write_atomic(&dir.join("index.json"), &json::to_meph2(&index))?;
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! `python_str` renders a value the way python-simplestreams' `str()` does
 //! when it flattens items, which filters and query output depend on.
 
+use std::fmt::Write as _;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -164,33 +166,116 @@ fn write_value(out: &mut String, v: &Value, indent: usize, level: usize, sep: &s
             newline(out, indent, level);
             out.push(']');
         }
-        Value::Object(m) => {
-            if m.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                newline(out, indent, level + 1);
-                write_str(out, k);
-                out.push_str(sep);
-                write_value(out, &m[k], indent, level + 1, sep);
-            }
-            newline(out, indent, level);
-            out.push('}');
+        Value::Object(m) => write_map(out, m, indent, level, sep),
+    }
+}
+
+fn write_map(out: &mut String, m: &Map<String, Value>, indent: usize, level: usize, sep: &str) {
+    if m.is_empty() {
+        out.push_str("{}");
+        return;
+    }
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort_unstable();
+    out.push('{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
+        newline(out, indent, level + 1);
+        write_str(out, k);
+        out.push_str(sep);
+        write_value(out, &m[k.as_str()], indent, level + 1, sep);
+    }
+    newline(out, indent, level);
+    out.push('}');
+}
+
+/// Serializes an object in meph2-util's style, as [`to_meph2`] does, without
+/// first wrapping (and so copying) it into a `Value`.
+pub fn map_to_meph2(m: &Map<String, Value>) -> Vec<u8> {
+    let mut out = String::with_capacity(4096);
+    write_map(&mut out, m, 1, 0, ": ");
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// One member of a document written by [`fields_to_meph2`]: a value or an
+/// object borrowed from where it lives, or members made on the fly (in
+/// sorted key order) so that a large derived object is never built whole.
+pub enum Field<'a> {
+    Value(&'a Value),
+    Map(&'a Map<String, Value>),
+    Made(Box<dyn Iterator<Item = (&'a str, Value)> + 'a>),
+}
+
+/// Serializes an object given as its members, in meph2-util's style. The
+/// members are sorted by key here; a `Made` field must yield its own members
+/// sorted. `capacity` is a guess of the output size, to spare regrowing.
+pub fn fields_to_meph2(mut fields: Vec<(&str, Field<'_>)>, capacity: usize) -> Vec<u8> {
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::with_capacity(capacity);
+    if fields.is_empty() {
+        out.push_str("{}");
+    } else {
+        out.push('{');
+        for (i, (k, f)) in fields.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            newline(&mut out, 1, 1);
+            write_str(&mut out, k);
+            out.push_str(": ");
+            match f {
+                Field::Value(v) => write_value(&mut out, v, 1, 1, ": "),
+                Field::Map(m) => write_map(&mut out, m, 1, 1, ": "),
+                Field::Made(members) => write_members(&mut out, members, 1, 1),
+            }
+        }
+        newline(&mut out, 1, 0);
+        out.push('}');
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+fn write_members<'a>(
+    out: &mut String,
+    members: impl Iterator<Item = (&'a str, Value)>,
+    indent: usize,
+    level: usize,
+) {
+    let mut any = false;
+    for (k, v) in members {
+        out.push(if any { ',' } else { '{' });
+        any = true;
+        newline(out, indent, level + 1);
+        write_str(out, k);
+        out.push_str(": ");
+        write_value(out, &v, indent, level + 1, ": ");
+    }
+    if any {
+        newline(out, indent, level);
+        out.push('}');
+    } else {
+        out.push_str("{}");
     }
 }
 
 /// A JSON string with Python's `ensure_ascii` escaping.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
+    let mut rest = s;
+    while !rest.is_empty() {
+        // Most text is printable ASCII needing no escape: copy it in runs.
+        let run = rest
+            .bytes()
+            .position(|b| !(b' '..=b'~').contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..run]);
+        rest = &rest[run..];
+        let Some(c) = rest.chars().next() else { break };
+        rest = &rest[c.len_utf8()..];
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -199,11 +284,10 @@ pub fn write_str(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
             _ => {
                 let mut buf = [0u16; 2];
                 for unit in c.encode_utf16(&mut buf) {
-                    out.push_str(&format!("\\u{unit:04x}"));
+                    let _ = write!(out, "\\u{unit:04x}");
                 }
             }
         }
@@ -316,6 +400,32 @@ mod tests {
         assert_eq!(float_repr(1e16), "1e+16");
         assert_eq!(float_repr(1.5e-7), "1.5e-07");
         assert_eq!(float_repr(1e15), "1000000000000000.0");
+    }
+
+    #[test]
+    fn a_document_written_by_fields_equals_the_same_document_as_a_value() {
+        let inner = json!({"z": [1, 2.5, null], "a\"\\": "t\u{e9}\n\u{1}x"});
+        let made: Vec<(String, Value)> = vec![("k1".into(), json!(1)), ("k2".into(), json!({}))];
+        let got = fields_to_meph2(
+            vec![
+                (
+                    "m",
+                    Field::Made(Box::new(made.iter().map(|(k, v)| (k.as_str(), v.clone())))),
+                ),
+                ("e", Field::Made(Box::new(std::iter::empty()))),
+                ("b", Field::Map(inner.as_object().unwrap())),
+                ("a", Field::Value(&inner["z"])),
+            ],
+            0,
+        );
+        let want =
+            to_meph2(&json!({"m": {"k1": 1, "k2": {}}, "e": {}, "b": inner, "a": inner["z"]}));
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        assert_eq!(map_to_meph2(inner.as_object().unwrap()), to_meph2(&inner));
+        assert_eq!(fields_to_meph2(vec![], 0), b"{}\n");
     }
 
     #[test]

@@ -225,21 +225,34 @@ impl Store {
     /// Starts a write transaction: takes the writer lock (waiting for it),
     /// clears what dead writers left in `tmp/`, and loads the current state.
     pub fn begin(&self) -> Result<Txn<'_>> {
+        self.begin_from(None)
+    }
+
+    /// [`Store::begin`] for a writer that holds the state of a generation
+    /// already (the mount holds its view's): when that generation is still
+    /// the current one under the lock, the transaction starts from a copy
+    /// of it instead of reading and parsing every stream's state again.
+    pub fn begin_from(&self, known: Option<&Snapshot>) -> Result<Txn<'_>> {
         let lock = StoreLock::acquire(&self.root.join("lock"))?;
         self.pool.clean_stale_staging()?;
-        let base = if self.meta_dir().join("current").exists() {
-            Some(self.snapshot()?)
+        // The transaction takes the snapshot's states as its working copy
+        // (nothing reads them from the base again): no second copy of every
+        // stream is made.
+        let (base, streams) = if self.meta_dir().join("current").exists() {
+            let mut snap = match known {
+                Some(k) if self.current_generation()? == k.generation => k.clone(),
+                _ => self.snapshot()?,
+            };
+            let streams = std::mem::take(&mut snap.streams);
+            (Some(snap), streams)
         } else {
-            None
-        };
-        let streams = match &base {
-            Some(b) => b.streams.clone(),
-            None => self
+            let streams = self
                 .config
                 .streams
                 .iter()
                 .map(|s| (s.name.clone(), StreamState::new(&s.content_id, &s.datatype)))
-                .collect(),
+                .collect();
+            (None, streams)
         };
         Ok(Txn {
             store: self,
@@ -382,7 +395,14 @@ impl<'s> Txn<'s> {
 
     /// Writes the new generation and makes it current. Without changes,
     /// nothing is written and the current generation is returned.
-    pub fn commit(mut self) -> Result<CommitReport> {
+    pub fn commit(self) -> Result<CommitReport> {
+        self.commit_with_state().map(|(report, _)| report)
+    }
+
+    /// [`Txn::commit`], handing back the state of the generation it made
+    /// current (equal to what [`Store::snapshot`] would now read), so that a
+    /// long-lived writer such as the mount need not read and parse it again.
+    pub fn commit_with_state(mut self) -> Result<(CommitReport, Snapshot)> {
         let store = self.store;
         if !self.arrived.is_empty() {
             for (name, st) in &self.streams {
@@ -400,11 +420,14 @@ impl<'s> Txn<'s> {
             && let Some(base) = &self.base
             && !(self.refresh_metalinks && self.metalinks_stale(base))
         {
-            return Ok(CommitReport {
+            let report = CommitReport {
                 generation: self.generation(),
                 streams: vec![],
                 new_orphans: vec![],
-            });
+            };
+            let mut snap = self.base.take().expect("checked");
+            snap.streams = std::mem::take(&mut self.streams);
+            return Ok((report, snap));
         }
         let now = timefmt::now();
         let key = store.signing_key()?;
@@ -412,6 +435,9 @@ impl<'s> Txn<'s> {
         // Removed paths whose blob is gone (reaped) are no longer readable.
         for name in self.changed.clone() {
             let st = self.streams.get_mut(&name).expect("changed streams exist");
+            // Sorted as `state.json` is written, so the state handed back
+            // iterates as the one read from it would.
+            st.products.sort();
             st.removed.retain(|_, r| pool.contains(&r.blob.sha256));
             let items: BTreeSet<String> = st
                 .products
@@ -488,11 +514,17 @@ impl<'s> Txn<'s> {
         }
         let new_orphans = self.update_orphans(now)?;
         self.collect_old_generations(generation);
-        Ok(CommitReport {
+        let report = CommitReport {
             generation,
             streams: self.changed.iter().cloned().collect(),
             new_orphans,
-        })
+        };
+        let snap = Snapshot {
+            generation,
+            dir: final_dir,
+            streams: std::mem::take(&mut self.streams),
+        };
+        Ok((report, snap))
     }
 
     /// Records newly unreferenced blobs in `orphans.json` and drops entries
@@ -592,5 +624,67 @@ mod tests {
         assert_eq!(snap.generation, g + 1);
         assert!(snap.streams["daily"].products.products().is_empty());
         assert!(!store.meta_dir().join("current.tmp-999999").exists());
+    }
+
+    #[test]
+    fn the_state_a_commit_hands_back_is_what_its_generation_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::init(d.path(), None).unwrap();
+        let mut txn = store.begin().unwrap();
+        let st = txn.stream_mut("daily").unwrap();
+        // Versions and items added out of order, one item with its blob
+        // missing: the commit sorts, and the state keeps what it held back.
+        for (v, path) in [("20250102", "b/2"), ("20250101", "b/1")] {
+            let item = serde_json::json!({"z": {"ftype": "root.tar.xz", "path": path,
+                "sha256": "1".repeat(64), "size": 1}, "a": {"ftype": "manifest",
+                "path": format!("{path}m"), "sha256": "2".repeat(64), "size": 1}});
+            let mut data = serde_json::Map::new();
+            data.insert("items".into(), item);
+            st.products
+                .set_version("p:x", &serde_json::Map::new(), v, data);
+            st.mtimes.insert(path.to_string(), 7);
+        }
+        let (report, handed) = txn.commit_with_state().unwrap();
+        let read = store.snapshot().unwrap();
+        assert_eq!(handed.generation, report.generation);
+        assert_eq!(handed.generation, read.generation);
+        assert_eq!(handed.dir, read.dir);
+        assert_eq!(handed.streams, read.streams);
+        for (name, st) in &read.streams {
+            let order = |s: &StreamState| -> Vec<String> {
+                s.products
+                    .items()
+                    .map(|i| format!("{}/{}/{}", i.product, i.version, i.name))
+                    .collect()
+            };
+            assert_eq!(order(&handed.streams[name]), order(st), "{name}");
+        }
+        // A commit with nothing to do hands back the current state.
+        let (report, same) = store.begin().unwrap().commit_with_state().unwrap();
+        assert!(report.streams.is_empty());
+        assert_eq!(same.generation, read.generation);
+        assert_eq!(same.streams, read.streams);
+    }
+
+    #[test]
+    fn a_writer_starts_from_the_state_it_holds_only_while_it_is_current() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::init(d.path(), None).unwrap();
+        let mut held = store.snapshot().unwrap();
+        held.streams
+            .get_mut("daily")
+            .unwrap()
+            .mtimes
+            .insert("marker".into(), 1);
+        let txn = store.begin_from(Some(&held)).unwrap();
+        assert!(txn.stream("daily").unwrap().mtimes.contains_key("marker"));
+        drop(txn);
+        // Another writer commits: the held state is stale and is not used.
+        let mut txn = store.begin().unwrap();
+        txn.stream_mut("released").unwrap();
+        txn.commit().unwrap();
+        let txn = store.begin_from(Some(&held)).unwrap();
+        assert!(!txn.stream("daily").unwrap().mtimes.contains_key("marker"));
+        assert_eq!(txn.generation(), held.generation + 1);
     }
 }

@@ -7,6 +7,7 @@
 //! verified is it renamed into the pool. So the pool never holds a partial or
 //! wrong blob, and a blob is durable before any metadata can name it.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -86,6 +87,51 @@ impl Pool {
 
     pub fn contains(&self, sha256: &str) -> bool {
         valid_sha(sha256) && self.path(sha256).is_file()
+    }
+
+    /// Which of `hashes` are in the pool: the answer of [`Pool::contains`]
+    /// for each, found cheaply for many. A fan-out directory asked about
+    /// many times is listed once instead of stat-ing each blob (a commit of
+    /// a large stream asks about every item); one asked about a few blobs
+    /// among many is not listed.
+    pub fn present<'h>(&self, hashes: impl IntoIterator<Item = &'h str>) -> HashSet<&'h str> {
+        let mut by_dir: BTreeMap<&str, Vec<&'h str>> = BTreeMap::new();
+        for h in hashes {
+            if valid_sha(h) {
+                by_dir.entry(&h[..2]).or_default().push(h);
+            }
+        }
+        let mut out = HashSet::new();
+        for (fan, wanted) in by_dir {
+            let dir = self.root.join(fan);
+            if let Some(listed) = self.list_if_cheaper(&dir, wanted.len()) {
+                out.extend(wanted.into_iter().filter(|h| listed.contains(*h)));
+            } else {
+                out.extend(wanted.into_iter().filter(|h| self.path(h).is_file()));
+            }
+        }
+        out
+    }
+
+    /// The regular files of a fan-out directory, when reading it costs less
+    /// than `lookups` stats: at least 64 of them, and a directory not much
+    /// larger than that (its size in bytes over ~96 bytes per entry).
+    fn list_if_cheaper(&self, dir: &Path, lookups: usize) -> Option<HashSet<String>> {
+        if lookups < 64 {
+            return None;
+        }
+        let size = fs::metadata(dir).ok()?.len();
+        if size / 96 > 16 * lookups as u64 {
+            return None;
+        }
+        let mut names = HashSet::new();
+        for e in fs::read_dir(dir).ok()? {
+            let e = e.ok()?;
+            if e.file_type().ok()?.is_file() {
+                names.insert(e.file_name().into_string().ok()?);
+            }
+        }
+        Some(names)
     }
 
     /// A fresh staging file in `tmp/`, named after this process so that a
@@ -615,6 +661,34 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_presence_by_listing_answers_as_stat_does() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = Pool::new(d.path());
+        // 300 blobs in one fan-out directory (listed) and a few in another
+        // (stat-ed), half of each present; plus names that are not hashes.
+        let hashes: Vec<String> = (0..300)
+            .map(|i| format!("ab{i:062x}"))
+            .chain((0..6).map(|i| format!("cd{i:062x}")))
+            .collect();
+        for h in hashes.iter().step_by(2) {
+            fs::create_dir_all(pool.path(h).parent().unwrap()).unwrap();
+            fs::write(pool.path(h), b"").unwrap();
+        }
+        // A directory where a blob should be is not a blob.
+        fs::create_dir(pool.path(&hashes[1])).unwrap();
+        let asked: Vec<&str> = hashes
+            .iter()
+            .map(String::as_str)
+            .chain(["../etc", "ab"])
+            .collect();
+        let present = pool.present(asked.iter().copied());
+        for h in &asked {
+            assert_eq!(present.contains(h), pool.contains(h), "{h}");
+        }
+        assert_eq!(present.len(), 153);
+    }
 
     #[test]
     fn staged_blobs_enter_the_pool_read_only_under_their_hash() {

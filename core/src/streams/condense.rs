@@ -53,20 +53,27 @@ fn move_dups(children: &mut Map<String, Value>, target: &mut Map<String, Value>,
 /// the document top: meph2-util condenses with `top='versions'`).
 pub fn condense(products: &mut Products) {
     for p in products.products_mut().values_mut() {
-        let Some(p) = p.as_object_mut() else { continue };
-        if let Some(Value::Object(versions)) = p.get_mut("versions") {
-            for v in versions.values_mut() {
-                let Some(v) = v.as_object_mut() else { continue };
-                if let Some(Value::Object(mut items)) = v.shift_remove("items") {
-                    move_dups(&mut items, v, "items");
-                    v.insert("items".into(), Value::Object(items));
-                }
+        if let Some(p) = p.as_object_mut() {
+            condense_product(p);
+        }
+    }
+}
+
+/// [`condense`] of one product, for writers that render a document one
+/// product at a time.
+pub fn condense_product(p: &mut Map<String, Value>) {
+    if let Some(Value::Object(versions)) = p.get_mut("versions") {
+        for v in versions.values_mut() {
+            let Some(v) = v.as_object_mut() else { continue };
+            if let Some(Value::Object(mut items)) = v.shift_remove("items") {
+                move_dups(&mut items, v, "items");
+                v.insert("items".into(), Value::Object(items));
             }
         }
-        if let Some(Value::Object(mut versions)) = p.shift_remove("versions") {
-            move_dups(&mut versions, p, "versions");
-            p.insert("versions".into(), Value::Object(versions));
-        }
+    }
+    if let Some(Value::Object(mut versions)) = p.shift_remove("versions") {
+        move_dups(&mut versions, p, "versions");
+        p.insert("versions".into(), Value::Object(versions));
     }
 }
 

@@ -18,17 +18,30 @@ pub struct IndexEntry {
 
 /// Builds the index of a stream whose one products file is `products`, at
 /// `streams/v1/<content_id>.json`.
-pub fn build_index(products: &Products, updated: &str) -> Value {
-    let content_id = products.content_id();
+pub fn index_of(products: &Products, updated: &str) -> Value {
+    let datatype = products
+        .doc()
+        .get("datatype")
+        .and_then(Value::as_str)
+        .unwrap_or("image-downloads");
+    build_index(
+        products.content_id(),
+        datatype,
+        products.product_names(),
+        updated,
+    )
+}
+
+/// Builds the index of a stream with one products file of `content_id`, at
+/// `streams/v1/<content_id>.json`, listing `product_names` (sorted).
+pub fn build_index(
+    content_id: &str,
+    datatype: &str,
+    product_names: Vec<String>,
+    updated: &str,
+) -> Value {
     let mut entry = Map::new();
-    entry.insert(
-        "datatype".into(),
-        products
-            .doc()
-            .get("datatype")
-            .cloned()
-            .unwrap_or_else(|| "image-downloads".into()),
-    );
+    entry.insert("datatype".into(), datatype.into());
     entry.insert("format".into(), "products:1.0".into());
     entry.insert(
         "path".into(),
@@ -36,13 +49,7 @@ pub fn build_index(products: &Products, updated: &str) -> Value {
     );
     entry.insert(
         "products".into(),
-        Value::Array(
-            products
-                .product_names()
-                .into_iter()
-                .map(Value::String)
-                .collect(),
-        ),
+        Value::Array(product_names.into_iter().map(Value::String).collect()),
     );
     entry.insert("updated".into(), updated.into());
     let mut index = Map::new();

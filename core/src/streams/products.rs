@@ -275,7 +275,7 @@ impl Products {
 
     /// The document in meph2-util's JSON style.
     pub fn to_bytes(&self) -> Vec<u8> {
-        json::to_meph2(&Value::Object(self.doc.clone()))
+        json::map_to_meph2(&self.doc)
     }
 
     /// Product names, sorted (for the index).

@@ -45,11 +45,13 @@ impl StreamFs {
         &self,
         op: impl FnOnce(&mut Txn<'_>) -> FsResult<T>,
     ) -> FsResult<Committed<T>> {
-        let mut txn = self.store.begin()?;
+        // The view's state is the current generation's unless another
+        // writer committed since; the store checks that under its lock.
+        let mut txn = self.store.begin_from(Some(&self.current().snapshot))?;
         let value = op(&mut txn)?;
-        let report = txn.commit()?;
+        let (report, state) = txn.commit_with_state()?;
         COMMITS.set(COMMITS.get() + 1);
-        self.reload();
+        self.reload_from(Some(state));
         Ok(Committed { value, report })
     }
 }

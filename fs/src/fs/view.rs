@@ -41,7 +41,12 @@ pub(super) struct View {
 
 impl View {
     pub(super) fn build(store: &Store) -> FsResult<View> {
-        let snapshot = store.snapshot()?;
+        View::from_snapshot(store, store.snapshot()?)
+    }
+
+    /// The view of a generation whose state is already in hand (the one a
+    /// commit of the mount's own just made).
+    pub(super) fn from_snapshot(store: &Store, snapshot: Snapshot) -> FsResult<View> {
         let mtime = std::fs::metadata(&snapshot.dir)
             .map(|m| m.mtime())
             .unwrap_or(0);
@@ -173,6 +178,13 @@ pub(super) enum Node {
 
 impl StreamFs {
     pub(super) fn reload(&self) -> Option<Arc<View>> {
+        self.reload_from(None)
+    }
+
+    /// Moves the view to the current generation, built from `state` when
+    /// the caller holds that generation's state (its own commit), else read
+    /// from the store.
+    pub(super) fn reload_from(&self, state: Option<Snapshot>) -> Option<Arc<View>> {
         let _one = self.reloading.lock().expect("reload lock");
         let cur = self.current();
         if self
@@ -183,7 +195,11 @@ impl StreamFs {
             // Another reload got there first.
             return Some(cur);
         }
-        match View::build(&self.store) {
+        let built = match state {
+            Some(snap) => View::from_snapshot(&self.store, snap),
+            None => View::build(&self.store),
+        };
+        match built {
             Ok(nv) => {
                 let nv = Arc::new(nv);
                 {
