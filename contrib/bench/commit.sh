@@ -15,7 +15,8 @@
 #
 # WORKDIR (default /var/tmp/streamfs-bench-commit) keeps the generated store
 # between runs: inserting 40,000 items takes minutes. Each run adds versions
-# 2099MMDD and removes them again, so the stream is the same size each time.
+# named after its start time and removes them again (reaping what earlier
+# runs removed first), so the stream is the same size each time.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-/var/tmp/streamfs-bench-commit}
@@ -57,6 +58,11 @@ if [ ! -f store/keys/signing.asc ]; then
     rm -rf gen
 fi
 
+# Removed paths stay readable (and their directories resolvable) until
+# reaped: what earlier runs removed goes now, so no name is taken.
+"$M" --store store reap-orphans --now > /dev/null
+stamp=$(date +%y%m%d%H%M%S)
+
 # One small version in the default layout (a kernel of noble/amd64).
 version_tree() { # DIR VERSION
     mkdir -p "$1/noble/amd64/$2/ga-24.04/generic"
@@ -64,7 +70,7 @@ version_tree() { # DIR VERSION
 }
 
 say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; binaries: $BIN"
-say "stream: $(grep -c '"sha256"' store/meta/current/released/streams/v1/*.json | head -1) items in released"
+say "stream: $(grep -c '"sha256"' store/meta/current/released/streams/v1/com.*.json) items in released"
 
 # --- the floor ----------------------------------------------------------------
 v1=store/meta/current/released/streams/v1
@@ -87,7 +93,7 @@ say "floor (dd conv=fsync of those files): $(ms "$floor") ms   (runs: ${floors[*
 # --- mountctl insert and remove ------------------------------------------------
 ins=() rss=()
 for i in $(seq "$runs"); do
-    v=$(printf '209901%02d' "$i")
+    v=${stamp}1$i
     rm -rf one && version_tree one "$v" && sync
     t0=$(now)
     /usr/bin/time -f %M -o rss.txt "$M" --store store insert one released > /dev/null
@@ -102,15 +108,18 @@ say "mountctl insert of one version: $(ms "$n") ms, $(div "$n" "$floor")x the fl
 # --- through the mount ----------------------------------------------------------
 mkdir -p mnt
 mountpoint -q mnt && umount mnt
+t0=$(now)
 "$S" store mnt --foreground 2> mnt.log &
 daemon=$!
-until [ -e mnt/released/streams/v1/index.json ]; do sleep 0.01; done
+until [ -e mnt/released/streams/v1/index.json ]; do sleep 0.005; done
+t1=$(now)
+say "mount start-up (launch to index.json visible): $(ms "$(awk "BEGIN{print $t1 - $t0}")") ms, VmRSS $(awk '/VmRSS/ {print $2}' /proc/$daemon/status) KiB"
 # The versions mountctl inserted go again (not timed), through the mount.
 before=$(current)
-rm -r mnt/released/noble/amd64/209901*
+rm -r "mnt/released/noble/amd64/${stamp}1"*
 while [ "$(current)" = "$before" ]; do sleep 0.01; done
 sleep 1
-say "daemon after start-up: VmRSS $(awk '/VmRSS/ {print $2}' /proc/$daemon/status) KiB, VmHWM $(awk '/VmHWM/ {print $2}' /proc/$daemon/status) KiB"
+say "daemon after the first commit: VmRSS $(awk '/VmRSS/ {print $2}' /proc/$daemon/status) KiB, VmHWM $(awk '/VmHWM/ {print $2}' /proc/$daemon/status) KiB"
 echo 5 > "/proc/$daemon/clear_refs"
 # Waits until `meta/current` is no longer $1, for at most 60 s.
 wait_commit() {
@@ -120,7 +129,7 @@ wait_commit() {
 echo "kernel" > payload
 cps=() rms=() lns=()
 for i in $(seq "$runs"); do
-    v=$(printf '209902%02d' "$i")
+    v=${stamp}2$i
     d=mnt/released/noble/amd64/$v/ga-24.04/generic
     mkdir -p "$d"
     t0=$(now)
@@ -133,7 +142,10 @@ for i in $(seq "$runs"); do
     wait_commit "$before"
     t1=$(now)
     rms+=("$(awk "BEGIN{print $t1 - $t0}")")
-    # Promotion: the version is in daily first (not timed).
+    # Promotion: the version is in daily first (not timed). A new name: the
+    # removed one stays resolvable (for clients of older indexes) until
+    # reaped, and `ln -s` onto an existing directory links inside it.
+    v=${stamp}3$i
     rm -rf one && version_tree one "$v" && "$M" --store store insert one daily > /dev/null
     until [ -d "mnt/daily/noble/amd64/$v" ]; do sleep 0.01; done
     t0=$(now)

@@ -66,7 +66,9 @@ impl View {
                     },
                     mtime: st.mtimes.get(path).copied().unwrap_or(mtime),
                 };
-                if hold.contains(&(item.product.to_string(), item.version.to_string())) {
+                if !hold.is_empty()
+                    && hold.contains(&(item.product.to_string(), item.version.to_string()))
+                {
                     if pool.contains(sha) {
                         v.hidden.insert(path.to_string(), info);
                     }
@@ -97,20 +99,18 @@ impl View {
                     d = parent_of(d);
                 }
             }
+            // Paths come sorted, so most share their directory with the one
+            // before: only the names past the shared directories are new.
+            let mut last_dir = None::<&str>;
             for path in v.files.keys() {
-                let mut dir = String::new();
-                let comps: Vec<&str> = path.split('/').collect();
-                for (i, c) in comps.iter().enumerate() {
-                    let is_dir = i + 1 < comps.len();
-                    v.children
-                        .entry(dir.clone())
-                        .or_default()
-                        .entry(c.to_string())
-                        .or_insert(is_dir);
-                    if !dir.is_empty() {
-                        dir.push('/');
-                    }
-                    dir.push_str(c);
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+                if last_dir != Some(dir) {
+                    add_dirs(&mut v.children, dir);
+                    last_dir = Some(dir);
+                }
+                let names = v.children.get_mut(dir).expect("added");
+                if !names.contains_key(name) {
+                    names.insert(name.to_string(), false);
                 }
             }
             for (alias, product) in product_alias::all(st) {
@@ -162,6 +162,25 @@ impl View {
             streams,
         })
     }
+}
+
+/// Records directory `dir` (stream-relative, `""` the root) and every
+/// directory above it in `children`, each in its parent's names.
+fn add_dirs(children: &mut BTreeMap<String, BTreeMap<String, bool>>, dir: &str) {
+    if children.contains_key(dir) {
+        return;
+    }
+    children.insert(dir.to_string(), BTreeMap::new());
+    if dir.is_empty() {
+        return;
+    }
+    let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+    add_dirs(children, parent);
+    children
+        .get_mut(parent)
+        .expect("added")
+        .entry(name.to_string())
+        .or_insert(true);
 }
 
 /// What a mount path names.
