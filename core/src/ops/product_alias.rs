@@ -5,7 +5,8 @@
 //! resolves image names through them. Not to be confused with the document
 //! level `_aliases` macro of simplestreams ([`crate::streams::aliases`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use serde_json::Value;
 
@@ -52,31 +53,71 @@ pub fn all(state: &StreamState) -> BTreeMap<String, String> {
 /// root or holds another product's items too (MAAS products of one release
 /// and arch share it): such a product has no directory to alias.
 pub fn product_dir(products: &Products, product: &str) -> Option<String> {
-    let mut common: Option<Vec<&str>> = None;
-    for item in products.items().filter(|i| i.product == product) {
-        let path = item.path()?;
-        let comps: Vec<&str> = path.split('/').collect();
-        let above = comps[..comps.len() - 1]
-            .iter()
-            .position(|c| *c == item.version)
-            .unwrap_or(comps.len() - 1);
-        let dirs = &comps[..above];
-        common = Some(match common {
-            None => dirs.to_vec(),
-            Some(c) => c
-                .iter()
-                .zip(dirs)
-                .take_while(|(a, b)| a == b)
-                .map(|(a, _)| *a)
-                .collect(),
-        });
-    }
-    let dir = common?.join("/");
+    let dir = common_dir(products, product)?;
     let inside = format!("{dir}/");
     let shared = products
         .items()
         .any(|i| i.product != product && i.path().is_some_and(|p| p.starts_with(&inside)));
-    (!dir.is_empty() && !shared).then_some(dir)
+    (!shared).then_some(dir)
+}
+
+/// [`product_dir`] of every product that has one, by product, in one pass
+/// over the stream (what a listing or a link needs for all products at
+/// once; asking product by product would read the stream once each).
+pub fn product_dirs(products: &Products) -> BTreeMap<String, String> {
+    // Every item path with its product; several products may share a path.
+    let paths: BTreeSet<(&str, &str)> = products
+        .items()
+        .filter_map(|i| Some((i.path()?, i.product)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for product in products.products().keys() {
+        let Some(dir) = common_dir(products, product) else {
+            continue;
+        };
+        // '0' follows '/': the range holds exactly the paths under `dir`,
+        // and stops at the first that is not this product's.
+        let (inside, end) = (format!("{dir}/"), format!("{dir}0"));
+        let shared = paths
+            .range::<(&str, &str), _>((
+                Bound::Included((inside.as_str(), "")),
+                Bound::Excluded((end.as_str(), "")),
+            ))
+            .any(|(_, p)| p != product);
+        if !shared {
+            out.insert(product.clone(), dir);
+        }
+    }
+    out
+}
+
+/// What the product's items' paths share above their version's directory,
+/// from its own items only; `None` at the stream's root or when an item
+/// has no path.
+fn common_dir(products: &Products, product: &str) -> Option<String> {
+    let mut common: Option<Vec<&str>> = None;
+    for version in products.versions(product)?.keys() {
+        for item in products.version_items(product, version) {
+            let path = item.path()?;
+            let comps: Vec<&str> = path.split('/').collect();
+            let above = comps[..comps.len() - 1]
+                .iter()
+                .position(|c| *c == item.version)
+                .unwrap_or(comps.len() - 1);
+            let dirs = &comps[..above];
+            common = Some(match common {
+                None => dirs.to_vec(),
+                Some(c) => c
+                    .iter()
+                    .zip(dirs)
+                    .take_while(|(a, b)| a == b)
+                    .map(|(a, _)| *a)
+                    .collect(),
+            });
+        }
+    }
+    let dir = common?.join("/");
+    (!dir.is_empty()).then_some(dir)
 }
 
 /// An alias becomes a path component: letters, digits, `.`, `_`, `-`, not
@@ -212,6 +253,16 @@ mod tests {
             "one version"
         );
         assert_eq!(product_dir(&p, "maas-a"), None, "shared with maas-b");
+    }
+
+    #[test]
+    fn all_product_dirs_at_once_equal_each_asked_alone() {
+        let p = products();
+        let all = product_dirs(&p);
+        for name in p.products().keys() {
+            assert_eq!(all.get(name), product_dir(&p, name).as_ref(), "{name}");
+        }
+        assert_eq!(all.len(), 2, "{all:?}");
     }
 
     #[test]

@@ -66,12 +66,10 @@ impl StreamFs {
             return Err(refused());
         }
         let st = view.snapshot.streams.get(from.stream).ok_or_else(refused)?;
-        st.products
-            .products()
-            .keys()
-            .find(|p| product_alias::product_dir(&st.products, p).as_deref() == Some(from.rel))
-            .cloned()
-            .map(Some)
+        product_alias::product_dirs(&st.products)
+            .into_iter()
+            .find(|(_, dir)| dir == from.rel)
+            .map(|(product, _)| Some(product))
             .ok_or_else(refused)
     }
 

@@ -113,8 +113,14 @@ impl View {
                     names.insert(name.to_string(), false);
                 }
             }
-            for (alias, product) in product_alias::all(st) {
-                let Some(dir) = product_alias::product_dir(&st.products, &product) else {
+            let aliases = product_alias::all(st);
+            let dirs = if aliases.is_empty() {
+                BTreeMap::new()
+            } else {
+                product_alias::product_dirs(&st.products)
+            };
+            for (alias, product) in aliases {
+                let Some(dir) = dirs.get(&product) else {
                     continue;
                 };
                 let (parent, target) = match dir.rsplit_once('/') {
