@@ -55,6 +55,7 @@ struct Args {
 }
 
 fn main() {
+    daemon::no_huge_pages();
     let args = Args::parse();
     // Everything that can be refused without touching the store is checked
     // before detaching, so the caller sees it on its terminal.
