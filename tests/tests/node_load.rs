@@ -110,6 +110,14 @@ fn fake_cmc(agent: Agent, port: u16, disk: PathBuf, key: PathBuf, boots: bool) -
                         std::thread::sleep(Duration::from_millis(300));
                         let mut a = agent.lock().unwrap();
                         if !a.closed {
+                            // Two resets within the delay restart twice: the
+                            // first restart's agent goes, or its process
+                            // would outlive the test once its handle is
+                            // replaced.
+                            if let Some(mut c) = a.child.take() {
+                                let _ = c.kill();
+                                let _ = c.wait();
+                            }
                             a.child = Some(start_agent(port, &disk, &key));
                         }
                     });
