@@ -184,23 +184,25 @@ fn write_published(
 }
 
 /// `X.json.gpg` (detached) and, except for the index whose `.sjson` differs
-/// from its `.json`, `X.sjson` (clearsigned), made in parallel.
+/// from its `.json`, `X.sjson` (clearsigned); the two signatures of a
+/// products file are made in parallel.
 fn sign_pair(v1: &Path, name: &str, bytes: &[u8], key: &SigningKey) -> Result<()> {
+    let detached = || {
+        write_new(
+            &v1.join(format!("{name}.gpg")),
+            key.sign_detached(bytes)?.as_bytes(),
+        )
+    };
+    if name == "index.json" {
+        return detached();
+    }
+    let stem = name.strip_suffix(".json").unwrap_or(name);
     std::thread::scope(|scope| {
-        let detached = scope.spawn(|| {
-            write_new(
-                &v1.join(format!("{name}.gpg")),
-                key.sign_detached(bytes)?.as_bytes(),
-            )
-        });
-        let clear = if name != "index.json" {
-            let stem = name.strip_suffix(".json").unwrap_or(name);
-            let text = String::from_utf8_lossy(bytes);
-            key.sign_cleartext(&text)
-                .and_then(|signed| write_new(&v1.join(format!("{stem}.sjson")), signed.as_bytes()))
-        } else {
-            Ok(())
-        };
+        let detached = scope.spawn(detached);
+        let text = String::from_utf8_lossy(bytes);
+        let clear = key
+            .sign_cleartext(&text)
+            .and_then(|signed| write_new(&v1.join(format!("{stem}.sjson")), signed.as_bytes()));
         let detached = detached
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
