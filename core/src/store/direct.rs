@@ -1,5 +1,5 @@
-//! Sequential appends to a staged blob, gathered into aligned chunks and
-//! written with `O_DIRECT`.
+//! Writing a staged blob's aligned chunks with `O_DIRECT` (see
+//! [`super::append`] for how appends are gathered into them).
 //!
 //! Why: on the virtual machines mirrors run on, copying into the page cache
 //! with `write(2)` was measured at 0.4–1 GB/s, two to three times slower
@@ -17,7 +17,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// Offsets, lengths and buffer addresses of direct writes are multiples of
 /// this: the largest logical block size in common use.
@@ -50,106 +50,98 @@ const EINVAL: i32 = 22;
 
 /// Whether direct writes are tried, and how they went.
 enum Mode {
-    /// Not tried yet: the descriptor is opened at the first full chunk, so
-    /// small blobs never pay for a second open.
+    /// Not tried yet: the descriptor is opened at the first aligned chunk,
+    /// so blobs that never have one never pay for a second open.
     Untried,
     Direct(File),
     /// Refused (no `O_DIRECT` here, or the file system said `EINVAL`).
     Buffered,
 }
 
-pub(super) struct DirectAppender {
-    /// `CHUNK + ALIGN` bytes; the chunk starts at `start`, the first aligned
-    /// address inside it (a plain `Vec` needs no unsafe allocation code).
-    buf: Vec<u8>,
-    start: usize,
-    fill: usize,
-    /// The file offset of `buf[start]`: always aligned.
-    base: u64,
+/// The writing end of a staged blob: aligned runs go direct, the rest
+/// through the ordinary descriptor `file`.
+pub(super) struct DirectOut {
+    path: PathBuf,
+    file: File,
     mode: Mode,
 }
 
-impl DirectAppender {
-    /// An appender for a file whose first `base` bytes (a multiple of
-    /// [`ALIGN`], normally 0) are already written.
-    pub(super) fn new(base: u64) -> DirectAppender {
-        debug_assert_eq!(base % ALIGN as u64, 0);
-        let buf = vec![0u8; CHUNK + ALIGN];
-        let start = buf.as_ptr().align_offset(ALIGN);
-        DirectAppender {
-            buf,
-            start,
-            fill: 0,
-            base,
+impl DirectOut {
+    pub(super) fn new(path: PathBuf, file: File) -> DirectOut {
+        DirectOut {
+            path,
+            file,
             mode: Mode::Untried,
         }
     }
 
-    /// Where the next appended byte goes.
-    pub(super) fn end(&self) -> u64 {
-        self.base + self.fill as u64
-    }
-
-    /// Appends `data`, writing each chunk as it fills.
-    pub(super) fn push(&mut self, path: &Path, file: &File, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let n = data.len().min(CHUNK - self.fill);
-            let at = self.start + self.fill;
-            self.buf[at..at + n].copy_from_slice(&data[..n]);
-            self.fill += n;
-            data = &data[n..];
-            if self.fill == CHUNK {
-                self.write_aligned(path, file)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes everything gathered: the aligned part directly, the tail
-    /// through `file`. The appender is spent.
-    pub(super) fn drain(mut self, path: &Path, file: &File) -> io::Result<()> {
-        self.write_aligned(path, file)?;
-        let tail = &self.buf[self.start..self.start + self.fill];
-        file.write_all_at(tail, self.base)
-    }
-
-    fn write_aligned(&mut self, path: &Path, file: &File) -> io::Result<()> {
-        let n = self.fill & !(ALIGN - 1);
-        if n == 0 {
-            return Ok(());
+    /// Writes `data` at `offset`: its longest aligned prefix directly when
+    /// `data` and `offset` are aligned, the rest buffered.
+    pub(super) fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        let n = data.len() & !(ALIGN - 1);
+        let aligned = n > 0
+            && offset.is_multiple_of(ALIGN as u64)
+            && (data.as_ptr() as usize).is_multiple_of(ALIGN);
+        if !aligned {
+            return self.file.write_all_at(data, offset);
         }
         if let Mode::Untried = self.mode {
-            self.mode = match O_DIRECT
-                .map(|flag| OpenOptions::new().write(true).custom_flags(flag).open(path))
-            {
+            self.mode = match O_DIRECT.map(|flag| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(flag)
+                    .open(&self.path)
+            }) {
                 Some(Ok(f)) => Mode::Direct(f),
                 Some(Err(e)) => {
-                    tracing::debug!("{}: no direct I/O ({e}); writing buffered", path.display());
+                    tracing::debug!(
+                        "{}: no direct I/O ({e}); writing buffered",
+                        self.path.display()
+                    );
                     Mode::Buffered
                 }
                 None => Mode::Buffered,
             };
         }
-        let chunk = &self.buf[self.start..self.start + n];
+        let (head, tail) = data.split_at(n);
         match &self.mode {
-            Mode::Direct(d) => match d.write_all_at(chunk, self.base) {
+            Mode::Direct(d) => match d.write_all_at(head, offset) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(EINVAL) => {
                     tracing::debug!(
                         "{}: direct write refused ({e}); writing buffered",
-                        path.display()
+                        self.path.display()
                     );
                     self.mode = Mode::Buffered;
-                    file.write_all_at(chunk, self.base)?;
+                    self.file.write_all_at(head, offset)?;
                 }
                 Err(e) => return Err(e),
             },
-            Mode::Buffered | Mode::Untried => file.write_all_at(chunk, self.base)?,
+            Mode::Buffered | Mode::Untried => self.file.write_all_at(head, offset)?,
         }
-        self.buf
-            .copy_within(self.start + n..self.start + self.fill, self.start);
-        self.fill -= n;
-        self.base += n as u64;
-        Ok(())
+        self.file.write_all_at(tail, offset + n as u64)
+    }
+}
+
+/// A [`CHUNK`]-sized buffer whose first byte is [`ALIGN`]ed (a plain `Vec`
+/// with room to spare, so no unsafe allocation code).
+pub(super) struct AlignedChunk {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedChunk {
+    pub(super) fn new() -> AlignedChunk {
+        let buf = vec![0u8; CHUNK + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        AlignedChunk { buf, start }
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.start + CHUNK]
+    }
+
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + CHUNK]
     }
 }

@@ -19,6 +19,7 @@
 //! generation, never a mix; blobs are in the pool before any generation
 //! names them.
 
+mod append;
 pub mod config;
 mod direct;
 mod fsutil;

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::direct::{ALIGN, DirectAppender};
+use super::append::Appender;
+use super::direct::ALIGN;
 use super::fsutil::sync_dir;
 use crate::error::{Error, IoContext, Result};
 
@@ -154,37 +155,31 @@ impl Pool {
         Ok(BlobWriter {
             file,
             path: Some(path),
-            hasher: Hasher::Inline(Sha256::new()),
+            hash: Sha256::new(),
             hashed: 0,
             len: 0,
             sequential: true,
-            gather: Gather::Unused,
+            pipe: Pipe::Unused,
             failed: None,
         })
     }
 
     /// Copies `src` into a staged blob, hashing in the same pass (on the
-    /// writer's hashing thread, see [`BlobWriter`]), so a large insert costs
-    /// about what the slower of copying and hashing costs, not their sum.
+    /// writer's threads, see [`Appender`]), so a large insert costs about
+    /// what the slowest of reading, hashing and writing costs, not their sum.
     /// `progress` is called with the bytes copied.
     pub fn stage_file(&self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<Staged> {
         let mut input = File::open(src).at(src)?;
         let mut w = self.writer()?;
+        let mut buf = vec![0u8; BUF];
         loop {
-            let mut buf = w.spare_buffer(BUF);
-            buf.resize(BUF, 0);
-            let n = loop {
-                match input.read(&mut buf) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(Error::io(src, e)),
-                }
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(src, e)),
             };
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            w.append_owned(buf)?;
+            w.append(&buf[..n])?;
             progress(w.len);
         }
         w.finish()
@@ -338,107 +333,35 @@ pub fn hash_file(path: &Path) -> Result<BlobRef> {
     })
 }
 
-/// Writes at least this large are hashed on a second thread (`stage_file`
-/// reads 4 MiB chunks). Smaller ones, such as the mount's FUSE writes (at
-/// most 1 MiB), are hashed inline: one hand-over and wake-up per chunk cost
-/// more than they saved on a busy two-CPU machine (1 GiB `cp` into the
-/// mount: about 5 s threaded with 128 KiB and 1 MiB chunks, against 2.6–4 s
-/// inline).
-const THREAD_HASH_MIN: usize = 2 << 20;
-/// Blobs whose first write is at least this large are written through a
-/// [`DirectAppender`]; small ones (most of a stream's files, written whole
-/// in one call) go straight to the file.
-const DIRECT_MIN: usize = 64 << 10;
-/// Chunks queued for the hashing thread at most (backpressure: the writer
-/// waits rather than buffering a whole file).
-const HASH_QUEUE: usize = 8;
-
-/// Where a sequentially written blob's sha256 is computed.
-enum Hasher {
-    /// In the writer's thread: small blobs, and every blob until its first
-    /// large write.
-    Inline(Sha256),
-    /// On a thread of its own, fed copies of the chunks (returned through
-    /// `spare` for reuse), so that hashing (about 1.5 GB/s with the CPU's
-    /// SHA extensions) overlaps writing instead of adding to it: the mount's
-    /// FUSE writes and `stage_file` both finish in about the time of the
-    /// slower of the two.
-    Thread {
-        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
-        spare: std::sync::mpsc::Receiver<Vec<u8>>,
-        done: std::thread::JoinHandle<Sha256>,
-    },
-}
-
-impl Hasher {
-    fn spawn(mut h: Sha256) -> Hasher {
-        let (chunks, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
-        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE + 2);
-        let done = std::thread::Builder::new()
-            .name("blob-hash".into())
-            .spawn(move || {
-                for chunk in rx {
-                    h.update(&chunk);
-                    let _ = back.try_send(chunk);
-                }
-                h
-            })
-            .expect("spawning the hashing thread");
-        Hasher::Thread {
-            chunks,
-            spare,
-            done,
-        }
-    }
-
-    /// Hashes `chunk` next (after every chunk given before).
-    fn feed(&mut self, chunk: Vec<u8>) {
-        match self {
-            Hasher::Inline(h) => h.update(&chunk),
-            Hasher::Thread { chunks, .. } => {
-                // The thread only ends when `chunks` is dropped.
-                chunks.send(chunk).expect("hashing thread alive");
-            }
-        }
-    }
-
-    /// The digest of everything fed.
-    fn finalize(self) -> String {
-        let h = match self {
-            Hasher::Inline(h) => h,
-            Hasher::Thread { chunks, done, .. } => {
-                drop(chunks);
-                done.join().expect("hashing thread")
-            }
-        };
-        hex::encode(h.finalize())
-    }
-}
+/// Blobs whose first write is at least this large are appended through an
+/// [`Appender`] (hashed and written on threads of their own); small ones
+/// (most of a stream's files, written whole in one call) are hashed inline
+/// and go straight to the file.
+const PIPE_MIN: usize = 64 << 10;
 
 /// A blob being written into `tmp/`. Sequential writes are hashed as they
-/// arrive (large ones on a second thread, see [`Hasher`]); a write out of
-/// order (rare: `cp` and `rsync` write in order) makes `finish` hash the
-/// file once more instead.
+/// arrive; a write out of order (rare: `cp` and `rsync` write in order) makes
+/// `finish` hash the file once more instead.
 pub struct BlobWriter {
     file: File,
     path: Option<PathBuf>,
-    hasher: Hasher,
+    /// The hash of the first `hashed` bytes, while no [`Appender`] holds it.
+    hash: Sha256,
     hashed: u64,
     len: u64,
     sequential: bool,
-    gather: Gather,
+    pipe: Pipe,
     /// The errno of a write that failed (a full disk): the staged file may
     /// hold part of that write, so it is never finished into a blob.
     failed: Option<i32>,
 }
 
-/// Whether sequential appends are gathered for direct writes (see
-/// [`super::direct`]).
-enum Gather {
+/// Whether sequential appends go through an [`Appender`].
+enum Pipe {
     /// Not yet: no large append so far.
     Unused,
-    /// Appends not yet in the file.
-    Active(Box<DirectAppender>),
+    /// Appends not yet in the file; the appender holds the hash.
+    Active(Box<Appender>),
     /// Never again for this blob: its data was read back, truncated or
     /// written out of order.
     Off,
@@ -464,12 +387,14 @@ impl BlobWriter {
         Ok(&self.file)
     }
 
-    /// Writes out what is gathered and stops gathering for this blob.
+    /// Writes out what the appender holds, takes its hash back and stops
+    /// appending through it for this blob.
     fn settle(&mut self) -> Result<()> {
-        if let Gather::Active(a) = std::mem::replace(&mut self.gather, Gather::Off)
-            && let Err(e) = a.drain(self.staging_path(), &self.file)
-        {
-            return Err(self.fail(e));
+        if let Pipe::Active(a) = std::mem::replace(&mut self.pipe, Pipe::Off) {
+            match a.finish() {
+                Ok(hash) => self.hash = hash,
+                Err(e) => return Err(self.fail(e)),
+            }
         }
         Ok(())
     }
@@ -485,93 +410,45 @@ impl BlobWriter {
         self.write_at(off, data)
     }
 
-    /// An empty buffer of at least `capacity` bytes, reused from chunks
-    /// already hashed where possible.
-    pub fn spare_buffer(&mut self, capacity: usize) -> Vec<u8> {
-        let mut buf = match &self.hasher {
-            Hasher::Thread { spare, .. } => spare.try_recv().unwrap_or_default(),
-            Hasher::Inline(_) => Vec::new(),
-        };
-        buf.clear();
-        buf.reserve(capacity);
-        buf
-    }
-
-    /// Appends `data`, handing the buffer itself to the hashing thread (no
-    /// copy).
-    pub fn append_owned(&mut self, data: Vec<u8>) -> Result<()> {
-        let offset = self.len;
-        self.write_file(offset, &data)?;
-        self.hash_next(offset, data.len(), || data);
-        Ok(())
-    }
-
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
-        self.write_file(offset, data)?;
-        let n = data.len();
-        if self.sequential && offset == self.hashed {
-            if let Hasher::Inline(h) = &mut self.hasher
-                && n < THREAD_HASH_MIN
-            {
-                h.update(data);
-                self.hashed += n as u64;
-                return Ok(());
-            }
-            let mut buf = self.spare_buffer(n);
-            buf.extend_from_slice(data);
-            self.hash_next(offset, n, || buf);
-        } else {
-            self.sequential = false;
-        }
-        Ok(())
-    }
-
-    fn write_file(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if let Some(code) = self.failed {
             // Data after a failed write could never be finished into a blob.
             let e = std::io::Error::from_raw_os_error(code);
             return Err(Error::io(self.staging_path(), e));
         }
-        let appending = offset == self.len && self.sequential;
-        if appending
-            && matches!(self.gather, Gather::Unused)
-            && data.len() >= DIRECT_MIN
+        let n = data.len() as u64;
+        let in_order = self.sequential && offset == self.len && offset == self.hashed;
+        if in_order
+            && matches!(self.pipe, Pipe::Unused)
+            && data.len() >= PIPE_MIN
             && offset.is_multiple_of(ALIGN as u64)
         {
-            self.gather = Gather::Active(Box::new(DirectAppender::new(offset)));
+            let file = self.file.try_clone().at(self.staging_path())?;
+            let hash = std::mem::take(&mut self.hash);
+            let path = self.staging_path().to_path_buf();
+            self.pipe = Pipe::Active(Box::new(Appender::start(path, file, offset, hash)));
         }
-        if appending && let Gather::Active(a) = &mut self.gather {
+        if in_order && let Pipe::Active(a) = &mut self.pipe {
             debug_assert_eq!(a.end(), offset);
-            let path = self.path.as_deref().expect("present until finished");
-            if let Err(e) = a.push(path, &self.file, data) {
-                self.gather = Gather::Off;
+            if let Err(e) = a.push(data) {
                 return Err(self.fail(e));
             }
-            self.len += data.len() as u64;
+            self.len += n;
+            self.hashed += n;
             return Ok(());
         }
         self.settle()?;
         if let Err(e) = self.file.write_all_at(data, offset) {
             return Err(self.fail(e));
         }
-        self.len = self.len.max(offset + data.len() as u64);
-        Ok(())
-    }
-
-    /// Hashes the `n` bytes written at `offset` if they continue the
-    /// sequential run; `chunk` gives them.
-    fn hash_next(&mut self, offset: u64, n: usize, chunk: impl FnOnce() -> Vec<u8>) {
-        if !(self.sequential && offset == self.hashed) {
+        if self.sequential && offset == self.hashed {
+            self.hash.update(data);
+            self.hashed += n;
+        } else {
             self.sequential = false;
-            return;
         }
-        if n >= THREAD_HASH_MIN
-            && let Hasher::Inline(h) = &mut self.hasher
-        {
-            self.hasher = Hasher::spawn(std::mem::take(h));
-        }
-        self.hasher.feed(chunk());
-        self.hashed += n as u64;
+        self.len = self.len.max(offset + n);
+        Ok(())
     }
 
     /// Truncates or extends the staged data (`open(O_TRUNC)`, `ftruncate`).
@@ -585,9 +462,10 @@ impl BlobWriter {
         if len < self.hashed || len > self.len {
             self.sequential = len == 0;
             if len == 0 {
-                let old = std::mem::replace(&mut self.hasher, Hasher::Inline(Sha256::new()));
-                let _ = old.finalize();
+                // Started over: as good as a new writer.
+                self.hash = Sha256::new();
                 self.hashed = 0;
+                self.pipe = Pipe::Unused;
             }
         }
         self.len = len;
@@ -603,13 +481,10 @@ impl BlobWriter {
         }
         self.settle()?;
         let path = self.path.take().expect("present until finished");
-        let hasher = std::mem::replace(&mut self.hasher, Hasher::Inline(Sha256::new()));
-        // The last chunks hash while the file is synced.
         self.file.sync_all().at(&path)?;
-        let digest = hasher.finalize();
         let blob = if self.sequential && self.hashed == self.len {
             BlobRef {
-                sha256: digest,
+                sha256: hex::encode(std::mem::take(&mut self.hash).finalize()),
                 size: self.len,
             }
         } else {
@@ -751,27 +626,32 @@ mod tests {
     }
 
     #[test]
-    fn large_writes_hash_on_a_thread_with_the_same_digest() {
+    fn large_writes_hash_on_threads_with_the_same_digest() {
         let d = tempfile::tempdir().unwrap();
         let pool = Pool::new(d.path());
-        let data: Vec<u8> = (0..(2 * THREAD_HASH_MIN + 17))
+        let data: Vec<u8> = (0..(3 * super::super::direct::CHUNK + 17))
             .map(|i| (i * 13 % 251) as u8)
             .collect();
-        // Small writes first (inline), then large ones (threaded), then a
-        // rewrite from the start after a truncation.
+        let src = d.path().join("src");
+        fs::write(&src, &data).unwrap();
+        // Small writes first (inline), then, once a truncation starts over,
+        // large ones (through the appender) from the start.
         let mut w = pool.writer().unwrap();
         w.append(b"junk").unwrap();
         w.set_len(0).unwrap();
-        w.append(&data[..10]).unwrap();
-        for c in data[10..].chunks(THREAD_HASH_MIN + 1) {
+        for c in data.chunks(PIPE_MIN + 1) {
             w.append(c).unwrap();
         }
-        assert!(matches!(w.hasher, Hasher::Thread { .. }));
-        let s = w.finish().unwrap();
-        let src = d.path().join("src");
-        fs::write(&src, &data).unwrap();
-        assert_eq!(s.blob, hash_file(&src).unwrap());
-        // A truncation while threaded starts over.
+        assert!(matches!(w.pipe, Pipe::Active(_)));
+        assert_eq!(w.finish().unwrap().blob, hash_file(&src).unwrap());
+        // Small writes before the large ones: the appender never starts, the
+        // digest is the same.
+        let mut w = pool.writer().unwrap();
+        w.append(&data[..10]).unwrap();
+        w.append(&data[10..]).unwrap();
+        assert!(!matches!(w.pipe, Pipe::Active(_)));
+        assert_eq!(w.finish().unwrap().blob, hash_file(&src).unwrap());
+        // A truncation while appending through threads starts over.
         let mut w = pool.writer().unwrap();
         w.append(&data).unwrap();
         w.set_len(0).unwrap();
@@ -805,7 +685,7 @@ mod tests {
         // Unaligned sizes only, the last one a short tail.
         let mut w = pool.writer().unwrap();
         let mut at = 0;
-        for n in [DIRECT_MIN + 1, 1 << 20, 3, 5 << 20, 4095, usize::MAX] {
+        for n in [PIPE_MIN + 1, 1 << 20, 3, 5 << 20, 4095, usize::MAX] {
             let end = at + n.min(data.len() - at);
             w.append(&data[at..end]).unwrap();
             at = end;
