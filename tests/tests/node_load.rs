@@ -352,6 +352,17 @@ fn eight_nodes_get_exact_disks_and_a_dead_cmc_is_named() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(bed.pxe_links().is_empty());
 
+    // `-i ALIAS` loads the image the alias names, not one of the same name.
+    let other = bed.import("other", 8);
+    let (code, out, err) = bed.run(&["--store", "s", "node", "alias", "good", "other"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, out, _) = bed.run(&["--store", "s", "node", "images"]);
+    assert!(out.contains("good"), "the alias is listed: {out}");
+    let (code, out, err) = bed.run(&["--store", "s", "node", "load", "-i", "good", "4"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(sha256sum(&bed.nodes[3].disk), other);
+    assert!(bed.pxe_links().is_empty());
+
     // An invalid spec (the forgotten -i) touches nothing.
     let (code, _, err) = bed.run(&["--store", "s", "node", "load", "-i", "base", "fedora-21"]);
     assert_eq!(code, Some(2), "{err}");
