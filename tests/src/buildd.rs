@@ -62,13 +62,17 @@ echo "stage builder done in 0.40s" >&2
 "#;
 
 /// What a worker runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Builder {
     /// `mountctl build --builder fake` with meph2's v3 config from the
     /// fixtures: the real build command and stage lines, fake images.
     Fake,
     /// [`TEST_BUILDER`]: slow, failing, large or counted builds.
     Test,
+    /// `mountctl build` with the builtin builder, its packages from the apt
+    /// cache `apt_cache` (see [`crate::debian::apt_cache`]); the build
+    /// config comes with each job.
+    Builtin { apt_cache: PathBuf },
 }
 
 /// The `streamfs-buildd` binary ([`workspace_bin`]).
@@ -371,6 +375,11 @@ impl Service {
         let build_cmd = match builder {
             Builder::Fake => format!("{} build --builder fake", crate::mountctl_bin().display()),
             Builder::Test => self.builder.display().to_string(),
+            Builder::Builtin { apt_cache } => format!(
+                "{} build --apt-cache {}",
+                crate::mountctl_bin().display(),
+                apt_cache.display()
+            ),
         };
         let work = self.dir.join(format!("work-{id}"));
         let log = self.dir.join(format!("worker-{id}.log"));

@@ -8,11 +8,9 @@
 //! to an SMTP sink.
 //! Workers run `mountctl build --builder fake` except where a test needs a
 //! slow, failing, large or counted build (the test builder, named there).
-//!
-//! Not here yet: the one real (cached) build from the build issue's
-//! Debian root. It needs the real builder behind `mountctl build`, which
-//! does not exist yet (only `--builder fake` does); it belongs here once it
-//! does, with its root cached under ~/.cache/streamfs keyed by its inputs.
+//! One build is real: the builtin builder on the Debian root that
+//! `build_real.rs` uses (cached under ~/.cache/streamfs by its inputs),
+//! submitted with its config, its artifacts committed into the store.
 
 /// The source image of the fake builds (the fake builder does not read it).
 const SOURCE: &str = "/srv/images/noble-server-cloudimg.squashfs";
@@ -1100,4 +1098,86 @@ fn cancel_during_intake() {
         left.is_empty(),
         "the canceled build's data stayed: {left:?}"
     );
+}
+
+/// A real build through the service: a worker running the builtin builder
+/// on the cached Debian 12 root, the job carrying its build config; the
+/// build succeeds and its artifacts are in the store, each blob verified by
+/// `fsck`, the squashfs equal to what the build's log reports.
+#[test]
+fn a_real_build_through_the_service() {
+    let Some(tarball) = streamfs_tests::debian::root_tarball() else {
+        return;
+    };
+    if streamfs_tests::serve::installed("sqfstar", "squashfs-tools").is_none()
+        || !streamfs_tests::mount::can_mount()
+    {
+        return;
+    }
+    let Some(s) = Service::new(None) else { return };
+    let cache = streamfs_tests::debian::apt_cache(&tarball);
+    let config = s.dir().join("debian.yaml");
+    std::fs::write(
+        &config,
+        streamfs_tests::build::debian_config("linux-image-amd64"),
+    )
+    .unwrap();
+    let server = s.serve();
+    let _w = s.worker_with(
+        &server,
+        "amd64",
+        "w-real",
+        Builder::Builtin { apt_cache: cache },
+    );
+    let out = s.builds(
+        &server,
+        &[
+            "submit",
+            "--arch",
+            "amd64",
+            "--release",
+            "bookworm",
+            "--version-name",
+            "20261204",
+            "--source",
+            tarball.to_str().unwrap(),
+            "--stream",
+            "candidate",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let id: i64 = out.stdout_text().trim().parse().unwrap();
+    let t = std::time::Instant::now();
+    let done = wait_build(&s, &server, id, 900, "ended", |v| {
+        matches!(
+            v["state"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        )
+    });
+    assert_eq!(done["state"], "succeeded", "{done}\n{}", server.log_text());
+    streamfs_tests::report(&format!(
+        "real build through the service: {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    let v1 = s.store.root.join("meta/current/candidate/streams/v1");
+    let products = v1.join("com.ubuntu.maas:candidate:v3:download.json");
+    let paths: std::collections::BTreeSet<String> = flat_items(&products)
+        .into_iter()
+        .filter_map(|i| i.get("path").cloned())
+        .filter(|p| p.starts_with("bookworm/"))
+        .collect();
+    let want: std::collections::BTreeSet<String> = [
+        "squashfs",
+        "squashfs.manifest",
+        "ga-12/generic/boot-kernel",
+        "ga-12/generic/boot-initrd",
+    ]
+    .iter()
+    .map(|f| format!("bookworm/amd64/20261204/{f}"))
+    .collect();
+    assert_eq!(paths, want, "{done}");
+    let fsck = s.store.mountctl(&["fsck"]);
+    assert_eq!(fsck.code, Some(0), "{}", fsck.stderr_text());
 }
