@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::db::Build;
@@ -33,6 +33,8 @@ pub struct EmailSettings<'a> {
     pub starttls: bool,
     /// A file with the user on its first line, the password on its second.
     pub auth_file: Option<&'a Path>,
+    /// PEM certificates trusted besides the webpki roots.
+    pub ca_file: Option<&'a Path>,
 }
 
 fn mailbox(what: &str, addr: &str) -> Result<Mailbox> {
@@ -59,7 +61,19 @@ impl Email {
         }
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host).port(port);
         if s.starttls {
-            let params = TlsParameters::new(host.to_string())
+            let mut tls = TlsParameters::builder(host.to_string());
+            if let Some(f) = s.ca_file {
+                let pem = std::fs::read(f)
+                    .with_context(|| format!("reading the SMTP CA file {}", f.display()))?;
+                let not_pem = || format!("--smtp-ca {}: expected PEM certificates", f.display());
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    bail!(not_pem());
+                }
+                let ca = Certificate::from_pem(&pem).with_context(not_pem)?;
+                tls = tls.add_root_certificate(ca);
+            }
+            let params = tls
+                .build_rustls()
                 .with_context(|| format!("--smtp-starttls: TLS for {host}"))?;
             b = b.tls(Tls::Required(params));
         }
@@ -96,10 +110,12 @@ impl Email {
             m = m.to(to.clone());
         }
         let msg = m.body(body(b)).context("composing the mail")?;
+        // lettre's errors name their cause in their own text: kept as the
+        // source too, every log line would repeat it.
         self.transport
             .send(msg)
             .await
-            .with_context(|| format!("SMTP {}", self.relay))?;
+            .map_err(|e| anyhow::anyhow!("SMTP {}: {e}", self.relay))?;
         Ok(())
     }
 }

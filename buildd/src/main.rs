@@ -105,6 +105,10 @@ struct ServeArgs {
     /// second (credentials only go over STARTTLS).
     #[arg(long, value_name = "FILE", requires = "smtp_starttls")]
     smtp_auth_file: Option<PathBuf>,
+    /// PEM certificates of CAs trusted for the SMTP server's certificate
+    /// besides the webpki roots (a site's own CA).
+    #[arg(long, value_name = "FILE", requires = "smtp_starttls")]
+    smtp_ca: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -197,6 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
                     to: &a.smtp_to,
                     starttls: a.smtp_starttls,
                     auth_file: a.smtp_auth_file.as_deref(),
+                    ca_file: a.smtp_ca.as_deref(),
                 })?),
                 _ => None,
             };

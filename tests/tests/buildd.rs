@@ -1181,3 +1181,237 @@ fn a_real_build_through_the_service() {
     let fsck = s.store.mountctl(&["fsck"]);
     assert_eq!(fsck.code, Some(0), "{}", fsck.stderr_text());
 }
+
+/// An SMTP server offering STARTTLS and AUTH PLAIN, with a certificate for
+/// 127.0.0.1 (Python's `ssl`, so the suite needs no TLS
+/// server of its own). It prints one JSON line per mail: whether the
+/// session was encrypted when the mail came, the credentials given, the
+/// mail's text.
+const STARTTLS_SINK: &str = r#"
+import base64, json, socket, ssl, sys
+cert, key = sys.argv[1:3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+print(srv.getsockname()[1], flush=True)
+while True:
+    conn, _ = srv.accept()
+    f = conn.makefile("rwb")
+    def say(t):
+        f.write(t.encode() + b"\r\n"); f.flush()
+    say("220 sink ESMTP")
+    tls, auth, data, mail = False, None, False, []
+    try:
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            line = line.decode().rstrip("\r\n")
+            if data:
+                if line == ".":
+                    data = False
+                    print(json.dumps({"tls": tls, "auth": auth, "mail": "\n".join(mail)}), flush=True)
+                    mail = []
+                    say("250 queued")
+                else:
+                    mail.append(line)
+                continue
+            verb = line[:4].upper()
+            if verb == "EHLO":
+                say("250-sink")
+                say("250 AUTH PLAIN" if tls else "250 STARTTLS")
+            elif verb == "STAR":
+                say("220 go ahead")
+                conn = ctx.wrap_socket(conn, server_side=True)
+                f = conn.makefile("rwb")
+                tls = True
+            elif verb == "AUTH":
+                auth = base64.b64decode(line.split()[2]).decode().split("\0")[1:]
+                say("235 ok")
+            elif verb == "DATA":
+                data = True
+                say("354 go on")
+            elif verb == "QUIT":
+                say("221 bye")
+                break
+            else:
+                say("250 ok")
+    except (ssl.SSLError, OSError):
+        pass
+    conn.close()
+"#;
+
+/// Mail over STARTTLS with credentials: with `--smtp-ca` naming the CA that
+/// signed the relay's certificate the mail goes, encrypted, after AUTH; without it
+/// the certificate is refused (nothing sent in clear, the refusal logged,
+/// the mail retried).
+#[test]
+fn mail_goes_over_starttls_with_credentials() {
+    use std::io::BufRead;
+    let Some(mut s) = Service::new(None) else {
+        return;
+    };
+    let dir = s.dir().to_path_buf();
+    // A site CA, and the relay's certificate for 127.0.0.1 signed by it.
+    let (ca, cert, key) = (
+        dir.join("smtp-ca.pem"),
+        dir.join("smtp-cert.pem"),
+        dir.join("smtp-key.pem"),
+    );
+    let ext = dir.join("smtp-ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let st = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl {args:?}");
+    };
+    let new_key = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=streamfs test CA",
+            ][..],
+            &new_key[..],
+            &["-keyout", "smtp-ca.key", "-out", "smtp-ca.pem"][..],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &new_key[..],
+            &["-keyout", "smtp-key.pem", "-out", "smtp.csr"][..],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "smtp.csr",
+        "-CA",
+        "smtp-ca.pem",
+        "-CAkey",
+        "smtp-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "smtp-ext.cnf",
+        "-out",
+        "smtp-cert.pem",
+    ]);
+    let script = dir.join("smtp-sink.py");
+    std::fs::write(&script, STARTTLS_SINK).unwrap();
+    let mut sink = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = std::io::BufReader::new(sink.stdout.take().unwrap()).lines();
+    let _sink = Kill(sink);
+    let port = lines.next().unwrap().unwrap();
+    let (tx, mails) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if tx
+                .send(serde_json::from_str(&l).expect("sink JSON"))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let ca_file = ca.clone();
+    let creds = dir.join("smtp-auth");
+    std::fs::write(&creds, "mailer\ns3cret pass\n").unwrap();
+    let args = |ca: bool| {
+        let mut a = vec![
+            "--smtp".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--smtp-from".into(),
+            "buildd@example.org".into(),
+            "--smtp-to".into(),
+            "builds@example.org".into(),
+            "--smtp-starttls".into(),
+            "--smtp-auth-file".into(),
+            creds.display().to_string(),
+        ];
+        if ca {
+            a.extend(["--smtp-ca".into(), ca_file.display().to_string()]);
+        }
+        a
+    };
+
+    // The webpki roots alone: the relay's certificate is refused.
+    s.extra_args = args(false);
+    let mut server = s.serve();
+    let w = s.worker(&server, "amd64", "mailer");
+    let first = s.submit(&server, "amd64", "20250801", SOURCE);
+    wait_build(&s, &server, first, 60, "succeeded", state_is("succeeded"));
+    server.wait_log(
+        &format!("email for build {first} (attempt 1)"),
+        30,
+        "the refused mail",
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("certificate"),
+        "refused for another reason: {log}"
+    );
+    assert!(
+        mails.try_recv().is_err(),
+        "a mail went without a trusted certificate"
+    );
+    server.stop();
+    drop(w);
+
+    // With the certificate trusted: encrypted, authenticated, delivered
+    // (the first build's mail too, from the outbox).
+    s.extra_args = args(true);
+    let server = s.serve();
+    let _w = s.worker(&server, "amd64", "mailer");
+    let second = s.submit(&server, "amd64", "20250802", SOURCE);
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 2 {
+        let m = mails
+            .recv_timeout(Duration::from_secs(90))
+            .unwrap_or_else(|_| panic!("no mail: {}", server.log_text()));
+        assert_eq!(m["tls"], true, "{m}");
+        assert_eq!(
+            m["auth"],
+            serde_json::json!(["mailer", "s3cret pass"]),
+            "{m}"
+        );
+        let text = m["mail"].as_str().unwrap();
+        let id = [first, second]
+            .into_iter()
+            .find(|id| text.contains(&format!("Subject: streamfs build {id} succeeded")))
+            .unwrap_or_else(|| panic!("not one of the builds: {text}"));
+        got.insert(id);
+    }
+}
