@@ -10,7 +10,9 @@
 #        1000 small items of 64 KiB), ITEMS (default 40000),
 #        STREAMFS_SSTREAM_VENV (default /opt/sstream-venv), TMPDIR (the disk),
 #        MOUNTCTL (a release binary to use instead of building one),
-#        PARTS (default "throughput resync": which measurements to run).
+#        PARTS (default "throughput resync": which measurements to run),
+#        SSTREAM_MIRROR=0 (skip sstream-mirror's re-sync: its first copy of
+#        the generated stream takes about 45 minutes).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -142,10 +144,17 @@ big=$(ls "$work/big-stream/streams/v1/"*.json)
 big_url=http://127.0.0.1:$port/big-stream/streams/v1/$(basename "$big")
 "$mountctl" --store "$work/store" init > /dev/null
 "$mountctl" --store "$work/store" sync -q -U --content-id com.example.bench:v1:download "$big_url" daily
-t0=$(now)
-"$mountctl" --store "$work/store" sync -q -U --content-id com.example.bench:v1:download "$big_url" daily
-t_re=$(echo "$(now) - $t0" | bc)
-echo "re-sync of an up-to-date $items-item stream: mountctl ${t_re}s (target < 1 s)"
+# Three re-syncs: the first right after the sync that filled the stream,
+# then two more; the figure is their median.
+res=()
+for _ in 1 2 3; do
+    t0=$(now)
+    "$mountctl" --store "$work/store" sync -q -U --content-id com.example.bench:v1:download "$big_url" daily
+    res+=("$(echo "$(now) - $t0" | bc)")
+done
+t_re=$(printf '%s\n' "${res[@]}" | sort -g | sed -n 2p)
+echo "re-sync of an up-to-date $items-item stream: mountctl ${t_re}s, median of ${res[*]} (target < 1 s)"
+[ "${SSTREAM_MIRROR:-1}" = 0 ] && exit 0
 # sstream-mirror fetches one file at a time: its first copy of ITEMS items
 # takes many minutes, so its target starts as what that first copy writes
 # (the same paths and products file), and one untimed run adds its own
