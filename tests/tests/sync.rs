@@ -69,6 +69,24 @@ fn generation(store: &TestStore) -> String {
         .to_string()
 }
 
+/// A sync of an up-to-date stream: no download, no new generation, and
+/// the store checks clean.
+fn resync_changes_nothing(store: &TestStore, args: &[&str]) {
+    let g = generation(store);
+    let again = sync(store, args);
+    assert_eq!(again.code, Some(0), "{}", again.stderr_text());
+    assert!(
+        again
+            .stdout_text()
+            .contains("added 0 version(s), removed 0; 0 blob(s) downloaded"),
+        "{}",
+        again.stdout_text()
+    );
+    assert_eq!(generation(store), g);
+    let fsck = store.mountctl(&["fsck"]);
+    assert_eq!(fsck.code, Some(0), "{}", fsck.stdout_text());
+}
+
 #[test]
 fn a_signed_mirror_syncs_like_sstream_mirror_and_resyncs_without_a_download() {
     let Some(s) = served() else { return };
@@ -107,20 +125,7 @@ fn a_signed_mirror_syncs_like_sstream_mirror_and_resyncs_without_a_download() {
         );
     }
 
-    // Up to date: no download, no new generation.
-    let g = generation(&store);
-    let again = sync(&store, &["--keyring", &keyring, &s.url(), "daily"]);
-    assert_eq!(again.code, Some(0), "{}", again.stderr_text());
-    assert!(
-        again
-            .stdout_text()
-            .contains("added 0 version(s), removed 0; 0 blob(s) downloaded"),
-        "{}",
-        again.stdout_text()
-    );
-    assert_eq!(generation(&store), g);
-    let fsck = store.mountctl(&["fsck"]);
-    assert_eq!(fsck.code, Some(0), "{}", fsck.stdout_text());
+    resync_changes_nothing(&store, &["--keyring", &keyring, &s.url(), "daily"]);
 }
 
 #[test]
@@ -265,4 +270,88 @@ fn unsafe_paths_and_absurd_sizes_are_refused_before_anything_is_written() {
     assert!(store.blobs().is_empty());
     assert_eq!(generation(&store), before);
     std::fs::write(&p, orig).unwrap();
+}
+
+/// A generated stream of 40,000 items (10,000 versions of 100 products)
+/// whose items share 64 distinct contents, served by nginx: each content is
+/// downloaded once, every item is published, and a re-sync downloads
+/// nothing and makes no new generation.
+#[test]
+fn a_40000_item_stream_downloads_each_content_once_and_resyncs_without_a_download() {
+    use std::fmt::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("mirror");
+    let v1 = root.join("streams/v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    let contents: Vec<Vec<u8>> = (0..64)
+        .map(|k| format!("content {k}\n").repeat(k + 1).into_bytes())
+        .collect();
+    let firsts = root.join("contents");
+    std::fs::create_dir_all(&firsts).unwrap();
+    for (k, c) in contents.iter().enumerate() {
+        std::fs::write(firsts.join(k.to_string()), c).unwrap();
+    }
+    let mut want = BTreeSet::new();
+    let mut products = String::new();
+    for p in 0..100 {
+        let _ = write!(
+            products,
+            "{}\"com.example:p{p:03}\": {{\"arch\": \"amd64\", \"os\": \"ubuntu\", \"versions\": {{",
+            if p > 0 { ", " } else { "" }
+        );
+        for v in 0..100 {
+            let _ = write!(
+                products,
+                "{}\"2025{v:04}\": {{\"items\": {{",
+                if v > 0 { ", " } else { "" }
+            );
+            for i in 0..4 {
+                let k = (p * 7 + v * 3 + i) % contents.len();
+                let path = format!("p{p:03}/2025{v:04}/f{i}");
+                let file = root.join(&path);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::hard_link(firsts.join(k.to_string()), &file).unwrap();
+                let sha = sha256_hex(&contents[k]);
+                let _ = write!(
+                    products,
+                    "{}\"f{i}\": {{\"ftype\": \"f{i}\", \"path\": \"{path}\", \"sha256\": \"{sha}\", \"size\": {}}}",
+                    if i > 0 { ", " } else { "" },
+                    contents[k].len()
+                );
+                want.insert((path, sha));
+            }
+            products.push_str("}}");
+        }
+        products.push_str("}}");
+    }
+    let updated = "Mon, 07 Dec 2026 00:00:00 +0000";
+    std::fs::write(
+        v1.join("products.json"),
+        format!(
+            "{{\"format\": \"products:1.0\", \"content_id\": \"{CID}\", \"datatype\": \"image-downloads\", \"updated\": \"{updated}\", \"products\": {{{products}}}}}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        v1.join("index.json"),
+        format!(
+            "{{\"format\": \"index:1.0\", \"updated\": \"{updated}\", \"index\": {{\"{CID}\": {{\"path\": \"streams/v1/products.json\", \"format\": \"products:1.0\", \"datatype\": \"image-downloads\", \"updated\": \"{updated}\", \"products\": []}}}}}}"
+        ),
+    )
+    .unwrap();
+    let Some(nginx) = Nginx::start(&root) else {
+        return;
+    };
+    let store = TestStore::init(None);
+    let out = sync(&store, &["-U", &nginx.url("/"), "daily"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
+    let summary = out.stdout_text();
+    assert!(
+        summary.contains("added 10000 version(s)") && summary.contains("64 blob(s) downloaded"),
+        "{summary}"
+    );
+    assert_eq!(items(&store.products_file("daily")), want);
+
+    resync_changes_nothing(&store, &["-U", &nginx.url("/"), "daily"]);
 }

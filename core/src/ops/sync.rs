@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{VersionRef, check_paths_agree, expanded, portable_version, put_version};
+use super::{PathContents, VersionRef, expanded, portable_version, put_version};
 use crate::error::{Error, Result};
 use crate::fetch::{Client, Expected, FetchOptions};
 use crate::signing::Keyring;
@@ -690,6 +690,7 @@ fn commit(
     let mut txn = store.begin()?;
     let now = timefmt::now().timestamp();
     let mut added = Vec::new();
+    let mut paths = PathContents::of(txn.stream(stream)?);
     for (vr, data) in batch {
         if txn
             .stream(stream)?
@@ -698,7 +699,7 @@ fn commit(
         {
             continue;
         }
-        if let Err(e) = check_paths_agree(txn.stream(stream)?, stream, [(&vr, &data)]) {
+        if let Err(e) = paths.admit(stream, &vr, &data) {
             report.failures.push(SyncFailure {
                 what: format!("product {} version {}", vr.product, vr.version),
                 reason: e.to_string(),
