@@ -507,3 +507,60 @@ fn http_without_a_url_is_refused_before_anything_is_touched() {
     assert!(err.contains("[images] http_url"), "{err}");
     assert!(bed.pxe_links().is_empty());
 }
+
+/// Leases (`[leases] file` in the settings): a caller who does not hold the
+/// testbed now is refused before any node is touched, told who holds it;
+/// root is exempt. The refused caller is `nobody` (through `setpriv`),
+/// running a copy of mountctl it can execute.
+#[test]
+fn only_the_lease_holder_or_root_may_load() {
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIP: setpriv (util-linux) not installed");
+        assert!(std::env::var("CI").is_err(), "setpriv is needed under CI");
+        return;
+    }
+    let bed = Bed::new(1, 16 << 20, &[], &[]);
+    let want = bed.import("base", 8);
+    let d = bed.dir.path();
+    std::fs::write(
+        d.join("leases.json"),
+        r#"[{"login": "alice", "from": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}]"#,
+    )
+    .unwrap();
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.join("imaging.conf"))
+        .unwrap();
+    writeln!(conf, "[leases]\nfile = {}/leases.json", d.display()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = d.join("mountctl");
+    std::fs::copy(mountctl_bin(), &bin).unwrap();
+    let before = sha256sum(&bed.nodes[0].disk);
+
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["--store", "s", "node", "load", "-i", "base", "1"])
+        .current_dir(d)
+        .env("STREAMFS_IMAGING_CONF", d.join("imaging.conf"))
+        .env("HOME", d)
+        .env_remove("NODES")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody loaded a node: {err}");
+    assert!(err.contains("leased to alice"), "{err}");
+    assert_eq!(
+        sha256sum(&bed.nodes[0].disk),
+        before,
+        "the disk was touched"
+    );
+    assert!(bed.pxe_links().is_empty());
+
+    let (code, out, err) = bed.run(&["--store", "s", "node", "load", "-i", "base", "1"]);
+    assert_eq!(code, Some(0), "root is exempt: {out}{err}");
+    assert_eq!(sha256sum(&bed.nodes[0].disk), want);
+}
