@@ -427,34 +427,35 @@ impl Service {
     /// Submits a noble build through `mountctl builds submit`; the new
     /// build's id.
     pub fn submit(&self, server: &Server, arch: &str, version: &str, source: &str) -> i64 {
-        self.submit_release(server, arch, "noble", version, source)
+        self.submit_with(server, arch, "noble", version, source, &[])
     }
 
-    /// Submits a build of `release`.
-    pub fn submit_release(
+    /// Submits a build of `release` with more `builds submit` options
+    /// (`--config F`).
+    pub fn submit_with(
         &self,
         server: &Server,
         arch: &str,
         release: &str,
         version: &str,
         source: &str,
+        extra: &[&str],
     ) -> i64 {
-        let out = self.builds(
-            server,
-            &[
-                "submit",
-                "--arch",
-                arch,
-                "--release",
-                release,
-                "--version-name",
-                version,
-                "--source",
-                source,
-                "--stream",
-                "candidate",
-            ],
-        );
+        let mut args = vec![
+            "submit",
+            "--arch",
+            arch,
+            "--release",
+            release,
+            "--version-name",
+            version,
+            "--source",
+            source,
+            "--stream",
+            "candidate",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.builds(server, &args);
         assert_eq!(out.code, Some(0), "submit failed: {}", out.stderr_text());
         out.stdout_text()
             .trim()

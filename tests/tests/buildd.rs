@@ -811,7 +811,7 @@ fn webhook(s: &mut Service) {
     let _w = s.worker(&server, "amd64", "hooked");
     let ok = s.submit(&server, "amd64", "20250501", SOURCE);
     // `mountctl build` refuses a release meph2's config lacks.
-    let bad = s.submit_release(&server, "amd64", "nosuch", "20250502", SOURCE);
+    let bad = s.submit_with(&server, "amd64", "nosuch", "20250502", SOURCE, &[]);
     let gone = s.submit(&server, "arm64", "20250503", SOURCE);
     assert_eq!(
         s.builds(&server, &["cancel", &gone.to_string()]).code,
@@ -1129,26 +1129,14 @@ fn a_real_build_through_the_service() {
         "w-real",
         Builder::Builtin { apt_cache: cache },
     );
-    let out = s.builds(
+    let id = s.submit_with(
         &server,
-        &[
-            "submit",
-            "--arch",
-            "amd64",
-            "--release",
-            "bookworm",
-            "--version-name",
-            "20261204",
-            "--source",
-            tarball.to_str().unwrap(),
-            "--stream",
-            "candidate",
-            "--config",
-            config.to_str().unwrap(),
-        ],
+        "amd64",
+        "bookworm",
+        "20261204",
+        tarball.to_str().unwrap(),
+        &["--config", config.to_str().unwrap()],
     );
-    assert_eq!(out.code, Some(0), "{}", out.stderr_text());
-    let id: i64 = out.stdout_text().trim().parse().unwrap();
     let t = std::time::Instant::now();
     let done = wait_build(&s, &server, id, 900, "ended", |v| {
         matches!(
